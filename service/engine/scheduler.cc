@@ -44,6 +44,11 @@ uint64_t Scheduler::Log(RecordType type, uint64_t job_id, const Job* job,
   return journal_.Append(Record{type, job_id, job, queue});
 }
 
+void Scheduler::AddTimer(uint64_t due_ms, uint64_t id, uint64_t generation, TimerKind kind,
+                         std::string queue) {
+  timers_.push(Timer{due_ms, id, generation, kind, next_timer_seq_++, std::move(queue)});
+}
+
 uint64_t Scheduler::NewToken() {
   uint64_t t = 0;
   while (t == 0) t = rng_();
@@ -116,16 +121,16 @@ void Scheduler::MakeReady(Queue& q, Job& job) {
     dirty_.push_back(&q);
   }
   if (job.ttl_ms != 0 && job.attempts == 0) {
-    timers_.push(Timer{job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl, {}});
+    AddTimer(job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl);
   }
 }
 
 void Scheduler::MakeDelayed(Queue& q, Job& job, uint64_t run_at_ms) {
   SetState(q, job, JobState::kDelayed);
   job.run_at_ms = run_at_ms;
-  timers_.push(Timer{run_at_ms, job.id, job.generation, TimerKind::kPromote, {}});
+  AddTimer(run_at_ms, job.id, job.generation, TimerKind::kPromote);
   if (job.ttl_ms != 0 && job.attempts == 0) {
-    timers_.push(Timer{job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl, {}});
+    AddTimer(job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl);
   }
 }
 
@@ -192,8 +197,13 @@ uint64_t Scheduler::BackoffMs(const Job& job) {
   const Backoff& b = job.backoff;
   uint64_t wait = b.base_ms;
   if (b.kind == BackoffKind::kExponential && job.attempts > 1) {
-    const uint32_t shift = std::min<uint32_t>(job.attempts - 1, 40);
-    wait = std::min<uint64_t>(static_cast<uint64_t>(b.base_ms) << shift, b.cap_ms);
+    // base * 2^shift, saturating at cap without overflowing 64 bits.
+    const uint32_t shift = job.attempts - 1;
+    if (shift >= 63 || static_cast<uint64_t>(b.base_ms) > (uint64_t{b.cap_ms} >> shift)) {
+      wait = b.cap_ms;
+    } else {
+      wait = static_cast<uint64_t>(b.base_ms) << shift;
+    }
   }
   wait = std::min<uint64_t>(wait, b.cap_ms);
   if (b.jitter_pct > 0 && wait > 0) {
@@ -345,7 +355,7 @@ Delivery Scheduler::Lease(Queue& q, Job& job, uint32_t lease_ms) {
   ++job.attempts;
   job.lease_token = NewToken();
   job.lease_expires_at_ms = now + lease_ms;
-  timers_.push(Timer{job.lease_expires_at_ms, job.id, job.generation, TimerKind::kLease, {}});
+  AddTimer(job.lease_expires_at_ms, job.id, job.generation, TimerKind::kLease);
   Log(RecordType::kLease, job.id, &job, q.name);
   return Delivery{job, job.lease_token, job.lease_expires_at_ms};
 }
@@ -374,6 +384,10 @@ Result<std::vector<Delivery>> Scheduler::Fetch(const std::string& queue, uint32_
   Queue& q = *qr.value();
   std::vector<Delivery> got = LeaseUpTo(q, max);
   if (!got.empty() || wait_ms == 0) return got;
+  if (draining_) {
+    done({});
+    return got;
+  }
   if (waiter_count_ >= limits_.fetch_waiters_max) {
     return ResourceExhausted("shard " + std::to_string(shard_index_) + " has " +
                              std::to_string(waiter_count_) + " waiting fetches; at most " +
@@ -384,7 +398,7 @@ Result<std::vector<Delivery>> Scheduler::Fetch(const std::string& queue, uint32_
   const uint64_t deadline = clock_.NowMs() + wait_ms;
   q.waiters.push_back(Waiter{wid, max, deadline, std::move(done)});
   ++waiter_count_;
-  timers_.push(Timer{deadline, wid, 0, TimerKind::kFetch, q.name});
+  AddTimer(deadline, wid, 0, TimerKind::kFetch, q.name);
   return got;
 }
 
@@ -427,7 +441,7 @@ Result<uint64_t> Scheduler::Extend(uint64_t id, uint64_t token, uint32_t lease_m
   // A new generation makes the old expiry timer stale; the token stays.
   ++job->generation;
   job->lease_expires_at_ms = clock_.NowMs() + lease_ms;
-  timers_.push(Timer{job->lease_expires_at_ms, id, job->generation, TimerKind::kLease, {}});
+  AddTimer(job->lease_expires_at_ms, id, job->generation, TimerKind::kLease);
   Log(RecordType::kExtend, id, job, job->queue);
   return job->lease_expires_at_ms;
 }
@@ -606,6 +620,8 @@ uint64_t Scheduler::RetryDead(const std::string& queue, const std::vector<uint64
                                              : ids;
   uint64_t n = 0;
   for (uint64_t id : chosen) {
+    // A full queue keeps the rest dead: retrying never breaks queue_jobs_max.
+    if (q->waiting + q->delayed + q->active >= limits_.queue_jobs_max) break;
     if (q->dead.erase(id) == 0) continue;
     Job& job = jobs_.at(id);
     job.attempts = 0;
@@ -700,6 +716,18 @@ void Scheduler::Tick() {
     }
   }
   Dispatch();
+}
+
+void Scheduler::DrainWaiters() {
+  draining_ = true;
+  for (auto& [name, q] : queues_) {
+    while (!q->waiters.empty()) {
+      FetchCallback done = std::move(q->waiters.front().done);
+      q->waiters.pop_front();
+      --waiter_count_;
+      done({});
+    }
+  }
 }
 
 uint64_t Scheduler::NextDeadlineMs() const {

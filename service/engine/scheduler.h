@@ -88,8 +88,10 @@ class Scheduler {
   // --- workers ---
   // Leases up to `max` ready jobs of `queue` now. If none is ready and
   // wait_ms > 0, registers a waiter: `done` is called (on this thread) with
-  // the deliveries when jobs arrive, or empty when the wait runs out; the
-  // Result is then empty and done is pending. Otherwise done is not called.
+  // the deliveries when jobs arrive, or empty when the wait runs out (or at
+  // once when draining for shutdown); the Result is then empty. In short:
+  // an empty Result with wait_ms > 0 means done is (or was) called exactly
+  // once; otherwise done is never called.
   Result<std::vector<Delivery>> Fetch(const std::string& queue, uint32_t max, uint32_t wait_ms,
                                       FetchCallback done);
   Status Ack(uint64_t id, uint64_t token, std::string result);
@@ -129,6 +131,9 @@ class Scheduler {
   void OnDurable(uint64_t lsn);
   // Hands ready jobs to waiters and consumers of queues that changed.
   void Dispatch();
+  // Answers every waiting Fetch now (empty), for shutdown. Later Fetch calls
+  // do not wait.
+  void DrainWaiters();
   // Epoch ms of the next timer, or UINT64_MAX when none.
   uint64_t NextDeadlineMs() const;
 
@@ -172,8 +177,11 @@ class Scheduler {
     uint64_t id;          // job id, or waiter id for kFetch
     uint64_t generation;  // job generation when set; stale timers are skipped
     TimerKind kind;
+    uint64_t seq;         // set order: timers due at the same ms fire in this order
     std::string queue;    // kFetch only
-    bool operator>(const Timer& o) const { return due_ms > o.due_ms; }
+    bool operator>(const Timer& o) const {
+      return due_ms != o.due_ms ? due_ms > o.due_ms : seq > o.seq;
+    }
   };
   struct Pending {
     uint64_t lsn;
@@ -208,6 +216,8 @@ class Scheduler {
 
   uint64_t NewToken();
   uint64_t Log(RecordType type, uint64_t job_id, const Job* job, std::string_view queue);
+  void AddTimer(uint64_t due_ms, uint64_t id, uint64_t generation, TimerKind kind,
+                std::string queue = {});
 
   const uint32_t shard_index_;
   const Limits limits_;
@@ -216,7 +226,9 @@ class Scheduler {
   std::mt19937_64 rng_;
   uint64_t next_seq_ = 1;
   uint64_t next_waiter_id_ = 1;
+  uint64_t next_timer_seq_ = 0;
   uint64_t waiter_count_ = 0;
+  bool draining_ = false;  // no more waiting fetches
   std::unordered_map<uint64_t, Job> jobs_;
   std::unordered_map<std::string, std::unique_ptr<Queue>> queues_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;

@@ -32,7 +32,17 @@ grpc::Status Invalid(std::string msg) {
 }  // namespace
 
 QueueService::QueueService(engine::Engine& engine, StreamLimits limits)
-    : engine_(engine), limits_(limits) {}
+    : engine_(engine), limits_(limits), streams_(std::make_unique<StreamRegistry>()) {}
+
+QueueService::~QueueService() = default;
+
+void QueueService::Drain() {
+  streams_->DrainAll();
+  for (uint32_t i = 0; i < engine_.shard_count(); ++i) {
+    // A full inbox here leaves the waiters to their (bounded) wait.
+    (void)engine_.Post(i, [](Shard& sh) { sh.scheduler().DrainWaiters(); });
+  }
+}
 
 void QueueService::PostOr(Unary* r, uint32_t shard, Shard::Task task) {
   if (!engine_.Post(shard, std::move(task))) {
@@ -176,7 +186,7 @@ QueueService::Unary* QueueService::Fetch(Ctx* ctx, const v1::FetchRequest* req,
 
 grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>* QueueService::Subscribe(
     Ctx* ctx) {
-  return NewSubscribe(engine_, limits_);
+  return NewSubscribe(engine_, limits_, *streams_);
 }
 
 QueueService::Unary* QueueService::Ack(Ctx* ctx, const v1::AckRequest* req, v1::AckResponse*) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "ringq/v1/queue.grpc.pb.h"
 #include "service/engine/engine.h"
@@ -28,9 +29,18 @@ struct StreamLimits {
   uint32_t settle_pending_max = 16'384;
 };
 
+class StreamRegistry;
+
 class QueueService final : public v1::Queue::CallbackService {
  public:
   QueueService(engine::Engine& engine, StreamLimits limits = {});
+  ~QueueService() override;
+
+  // Graceful shutdown, step one: ends every Subscribe stream (UNAVAILABLE,
+  // its un-acked jobs released) and answers every waiting Fetch (empty), so
+  // that no long-lived call holds up the shutdown. New calls of these kinds
+  // are refused from then on.
+  void Drain();
 
   using Ctx = grpc::CallbackServerContext;
   using Unary = grpc::ServerUnaryReactor;
@@ -66,6 +76,7 @@ class QueueService final : public v1::Queue::CallbackService {
 
   engine::Engine& engine_;
   const StreamLimits limits_;
+  std::unique_ptr<StreamRegistry> streams_;
 };
 
 }  // namespace ringq::grpcsvc

@@ -51,6 +51,7 @@ void GrpcServer::SetServing(bool serving) {
 void GrpcServer::Shutdown(uint32_t grace_ms) {
   if (!server_) return;
   SetServing(false);
+  service_.Drain();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
   server_->Wait();
   server_.reset();

@@ -42,14 +42,23 @@ using engine::Shard;
 class SubscribeCall final
     : public grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>,
       public engine::Consumer,
+      public Drainable,
       public std::enable_shared_from_this<SubscribeCall> {
  public:
-  SubscribeCall(engine::Engine& engine, const StreamLimits& limits)
-      : engine_(engine), limits_(limits) {}
+  SubscribeCall(engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry)
+      : engine_(engine), limits_(limits), registry_(registry) {}
 
   void Begin() {
     self_ = shared_from_this();
+    if (!registry_.Add(self_)) {
+      Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+      return;
+    }
     StartRead(&in_);
+  }
+
+  void Drain() override {
+    Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
   }
 
   // ---------------------------------------------------------- Consumer
@@ -147,6 +156,7 @@ class SubscribeCall final
   void OnCancel() override { Close(grpc::Status::CANCELLED); }
 
   void OnDone() override {
+    registry_.Remove(this);
     auto keep = std::move(self_);  // may free this at end of scope
   }
 
@@ -419,6 +429,7 @@ class SubscribeCall final
 
   engine::Engine& engine_;
   const StreamLimits limits_;
+  StreamRegistry& registry_;
   std::shared_ptr<SubscribeCall> self_;
   v1::SubscribeRequest in_;    // reader only
   v1::SubscribeResponse out_;  // owned by the write in flight
@@ -444,8 +455,8 @@ class SubscribeCall final
 }  // namespace
 
 grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>* NewSubscribe(
-    engine::Engine& engine, const StreamLimits& limits) {
-  auto call = std::make_shared<SubscribeCall>(engine, limits);
+    engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry) {
+  auto call = std::make_shared<SubscribeCall>(engine, limits, registry);
   call->Begin();
   return call.get();
 }
