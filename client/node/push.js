@@ -2,7 +2,7 @@
 'use strict';
 // Pushes N jobs to a ringq queue and prints their ids.
 //
-//   node client/node/push.js --addr 127.0.0.1:50051 --queue emails --count 10
+//   node client/node/push.js --addr 127.0.0.1:7420 --queue emails --count 10
 //
 // Each job's payload is "<prefix>-<i>". With --batch the jobs go in one
 // PushBatch call instead of one Push each.
@@ -16,7 +16,7 @@ const USAGE = `usage: node push.js [--addr HOST:PORT] [--queue NAME] [--count N]
 const { values: args } = parseArgs({
   options: {
     help: { type: 'boolean', short: 'h', default: false },
-    addr: { type: 'string', default: '127.0.0.1:50051' },
+    addr: { type: 'string', default: '127.0.0.1:7420' },
     queue: { type: 'string', default: 'demo' },
     count: { type: 'string', default: '10' },
     prefix: { type: 'string', default: 'job' },

@@ -2,7 +2,7 @@
 'use strict';
 // A ringq worker: subscribes to queues with credits, prints each job and acks it.
 //
-//   node client/node/worker.js --addr 127.0.0.1:50051 --queue emails --credits 8
+//   node client/node/worker.js --addr 127.0.0.1:7420 --queue emails --credits 8
 //
 // How the stream works: the first SubscribeRequest carries `open` (queues and
 // initial credits). The server then pushes at most `credits` un-settled jobs;
@@ -23,7 +23,7 @@ const USAGE = `usage: node worker.js [--addr HOST:PORT] [--queue NAME]... [--cre
 const { values: args } = parseArgs({
   options: {
     help: { type: 'boolean', short: 'h', default: false },
-    addr: { type: 'string', default: '127.0.0.1:50051' },
+    addr: { type: 'string', default: '127.0.0.1:7420' },
     queue: { type: 'string', multiple: true, default: ['demo'] },
     credits: { type: 'string', default: '8' },
     fail: { type: 'boolean', default: false },

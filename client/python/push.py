@@ -3,7 +3,7 @@
 
 Generate the stubs first (see README.md), then:
 
-    /usr/bin/python3 client/python/push.py --addr 127.0.0.1:50051 --queue emails --count 10
+    /usr/bin/python3 client/python/push.py --addr 127.0.0.1:7420 --queue emails --count 10
 
 Each job's payload is "<prefix>-<i>" (UTF-8). With --batch the jobs go in one
 PushBatch call instead of one Push each.
@@ -23,7 +23,7 @@ from ringq.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--addr", default="127.0.0.1:50051", help="host:port of ringqd's gRPC listener")
+    p.add_argument("--addr", default="127.0.0.1:7420", help="host:port of ringqd's gRPC listener")
     p.add_argument("--queue", default="demo", help="queue name: 1..128 of [A-Za-z0-9._:-]")
     p.add_argument("--count", type=int, default=10, help="how many jobs to push")
     p.add_argument("--prefix", default="job", help="payload prefix")

@@ -3,7 +3,7 @@
 
 Generate the stubs first (see README.md), then:
 
-    /usr/bin/python3 client/python/worker.py --addr 127.0.0.1:50051 --queue emails --credits 8
+    /usr/bin/python3 client/python/worker.py --addr 127.0.0.1:7420 --queue emails --credits 8
 
 How the stream works: the first SubscribeRequest carries `open` (queues and
 initial credits). The server then pushes at most `credits` un-settled jobs;
@@ -29,7 +29,7 @@ from ringq.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--addr", default="127.0.0.1:50051", help="host:port of ringqd's gRPC listener")
+    p.add_argument("--addr", default="127.0.0.1:7420", help="host:port of ringqd's gRPC listener")
     p.add_argument("--queue", action="append",
                    help="queue to take jobs from (repeatable; default demo)")
     p.add_argument("--credits", type=int, default=8,

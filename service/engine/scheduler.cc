@@ -622,8 +622,11 @@ uint64_t Scheduler::RetryDead(const std::string& queue, const std::vector<uint64
   for (uint64_t id : chosen) {
     // A full queue keeps the rest dead: retrying never breaks queue_jobs_max.
     if (q->waiting + q->delayed + q->active >= limits_.queue_jobs_max) break;
-    if (q->dead.erase(id) == 0) continue;
+    if (q->dead.count(id) == 0) continue;
     Job& job = jobs_.at(id);
+    // Its key now belongs to a newer live job: retrying would make a duplicate.
+    if (!job.unique_key.empty() && q->unique.count(job.unique_key) != 0) continue;
+    q->dead.erase(id);
     job.attempts = 0;
     job.finished_at_ms = 0;
     job.reason.clear();
