@@ -1,0 +1,56 @@
+// ServerHandle: the ringqd that ringq-bench measures, either started by the
+// tool (on 127.0.0.1, --grpc-port=0, a fresh temp data dir, stopped and
+// removed at exit, killed with the tool via PR_SET_PDEATHSIG) or attached to
+// (--target, --server-pid, --server-log).
+//
+// Server-side cost comes from /proc/PID: CPU seconds (utime + stime) and RSS.
+// The durability mode is read from the server log line "durability: ...".
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ringq::bench {
+
+class ServerHandle {
+ public:
+  ~ServerHandle();
+
+  // Starts `binary` with `args` and waits (at most timeout_ms) for its
+  // "gRPC listening on HOST:PORT" and "ready" lines. False with *error.
+  bool Start(const std::string& binary, const std::vector<std::string>& args, int timeout_ms,
+             std::string* error);
+  // Attaches to a running server; pid 0 and an empty log are allowed (unknown).
+  void Attach(std::string target, pid_t pid, std::string log_path);
+  // SIGTERM, wait (at most timeout_ms), then SIGKILL; removes the temp dir. Idempotent.
+  void Stop(int timeout_ms);
+
+  const std::string& target() const { return target_; }
+  pid_t pid() const { return pid_; }
+  bool started_by_us() const { return child_; }
+  // Text after "durability:" in the log, or a sentence saying why it is unknown.
+  std::string Durability() const;
+  std::string Version() const;
+  std::string IoBackend() const;  // from "I/O backend: ...", or "unknown"
+  // The rest of the last log line containing `prefix`, or empty.
+  std::string LogField(const std::string& prefix) const;  // from "starting ringqd VERSION", or "unknown"
+  std::string Log() const;
+  // Server CPU seconds so far (user + system); nullopt when no pid is known.
+  std::optional<double> CpuSeconds() const;
+  std::optional<uint64_t> RssBytes() const;
+
+ private:
+  std::string target_;
+  pid_t pid_ = 0;
+  bool child_ = false;
+  std::string data_dir_;
+  std::string log_path_;
+};
+
+// For the signal handler of the tool: the child to kill if the tool is interrupted.
+extern volatile pid_t g_server_child_pid;
+
+}  // namespace ringq::bench
