@@ -1,5 +1,6 @@
 #include "service/flags.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@ struct Flag {
   const char* help;
   std::function<std::string()> show;               // current (default) value
   std::function<bool(std::string_view)> set;       // false: bad value
+  bool is_bool = false;                            // a bare --flag means true
 };
 
 template <typename T>
@@ -30,6 +32,34 @@ Flag Num(const char* name, T* v, T min, T max, const char* help) {
                 }
                 *v = x;
                 return true;
+              }};
+}
+
+Flag Bool(const char* name, bool* v, const char* help) {
+  return Flag{name, help, [v] { return std::string(*v ? "true" : "false"); },
+              [v](std::string_view s) {
+                if (s == "true" || s == "1") {
+                  *v = true;
+                } else if (s == "false" || s == "0") {
+                  *v = false;
+                } else {
+                  return false;
+                }
+                return true;
+              },
+              true};
+}
+
+Flag OneOf(const char* name, std::string* v, std::vector<std::string> allowed, const char* help) {
+  return Flag{name, help, [v] { return *v; },
+              [v, allowed](std::string_view s) {
+                for (const auto& a : allowed) {
+                  if (s == a) {
+                    *v = std::string(s);
+                    return true;
+                  }
+                }
+                return false;
               }};
 }
 
@@ -47,6 +77,13 @@ std::vector<Flag> Table(ServerFlags& f) {
   return {
       Str("host", &f.host, "address the servers listen on"),
       Num<uint32_t>("grpc-port", &f.grpc_port, 0, 65535, "gRPC port; 0 picks a free one (logged)"),
+      Num<uint32_t>("http-port", &f.http_port, 0, 65535,
+                    "HTTP port of /metrics, /healthz, /readyz; 0 picks a free one (logged)"),
+      Num<uint32_t>("metrics-queue-labels-max", &f.metrics_queue_labels_max, 0, 100'000,
+                    "queues with their own metrics label; later ones share queue=\"_other\""),
+      Bool("metrics", &f.metrics,
+           "count events for /metrics: job counters, latency histograms, RPCs (false: "
+           "gauges only; for measuring what counting costs)"),
       Str("data-dir", &f.data_dir, "directory of the server's data (created if missing)"),
       Num<uint32_t>("shards", &f.shards, 0, 256, "engine threads; 0 = number of cores"),
       Num<uint32_t>("inbox-max", &f.inbox_max, 16, 1u << 24,
@@ -86,6 +123,24 @@ std::vector<Flag> Table(ServerFlags& f) {
                     "concurrent streams per HTTP/2 connection"),
       Num<uint32_t>("shutdown-grace-ms", &f.shutdown_grace_ms, 0, 600'000,
                     "on SIGTERM, how long calls in flight may take to finish"),
+      OneOf("durability", &f.durability, {"sync", "batch"},
+            "sync: answer after fdatasync; batch: answer after write, fdatasync every "
+            "--sync-interval-ms"),
+      Num<uint32_t>("sync-interval-ms", &f.sync_interval_ms, 1, 10'000,
+                    "batch durability: longest time between fdatasyncs"),
+      Num<uint64_t>("wal-segment-bytes", &f.wal_segment_bytes, 1ull << 20, 1ull << 34,
+                    "size of a preallocated WAL segment file"),
+      Num<uint64_t>("wal-bytes-max", &f.wal_bytes_max, 2ull << 20, 1ull << 50,
+                    "WAL bytes on disk per shard; past it pushes get RESOURCE_EXHAUSTED"),
+      Num<uint32_t>("checkpoint-interval-ms", &f.checkpoint_interval_ms, 10, 600'000,
+                    "how often the WAL is applied to RocksDB and old segments deleted"),
+      Num<uint64_t>("disk-free-min-bytes", &f.disk_free_min_bytes, 0, 1ull << 50,
+                    "free space kept on the data disk; below it pushes get RESOURCE_EXHAUSTED"),
+      Bool("group-commit", &f.group_commit,
+           "false: one fdatasync per WAL record (benchmarks only: shows what group commit buys)"),
+      Bool("repair-wal", &f.repair_wal,
+           "start despite a corrupt WAL record: keep the bad bytes in a side file, drop what "
+           "follows"),
   };
 }
 
@@ -129,6 +184,10 @@ ServerFlags ParseFlags(int argc, char** argv) {
                    static_cast<int>(name.size()), name.data());
       std::exit(2);
     }
+    if (!has_value && flag->is_bool) {
+      value = "true";
+      has_value = true;
+    }
     if (!has_value) {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "ringqd: --%s needs a value\n", flag->name);
@@ -144,6 +203,17 @@ ServerFlags ParseFlags(int argc, char** argv) {
   }
   if (flags.shards == 0) {
     flags.shards = std::max(1u, std::min(256u, std::thread::hardware_concurrency()));
+  }
+  if (flags.wal_bytes_max < 2 * flags.wal_segment_bytes) {
+    std::fprintf(stderr, "ringqd: --wal-bytes-max must hold at least two --wal-segment-bytes\n");
+    std::exit(2);
+  }
+  if (std::max(flags.limits.payload_bytes_max, flags.limits.result_bytes_max) + (1ull << 20) >
+      flags.wal_segment_bytes) {
+    std::fprintf(stderr,
+                 "ringqd: --wal-segment-bytes must exceed --payload-bytes-max and "
+                 "--result-bytes-max by 1 MiB (one record never spans segments)\n");
+    std::exit(2);
   }
   if (flags.limits.default_backoff_cap_ms < flags.limits.default_backoff_base_ms) {
     std::fprintf(stderr, "ringqd: --default-backoff-cap-ms is below --default-backoff-base-ms\n");

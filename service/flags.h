@@ -12,12 +12,23 @@ namespace ringq {
 struct ServerFlags {
   std::string host = "0.0.0.0";
   uint32_t grpc_port = 7420;
+  uint32_t http_port = 7421;  // /metrics, /healthz, /readyz
+  uint32_t metrics_queue_labels_max = 1'000;
+  bool metrics = true;
   std::string data_dir = "./data";
   uint32_t shards = 0;  // 0 = number of cores
   uint32_t inbox_max = 65'536;
   uint32_t grpc_message_bytes_max = 64u << 20;
   uint32_t grpc_streams_max = 1'000;
   uint32_t shutdown_grace_ms = 5'000;
+  std::string durability = "sync";  // sync | batch
+  uint32_t sync_interval_ms = 10;
+  uint64_t wal_segment_bytes = 64ull << 20;
+  uint64_t wal_bytes_max = 16ull << 30;
+  uint32_t checkpoint_interval_ms = 2'000;
+  uint64_t disk_free_min_bytes = 128ull << 20;
+  bool repair_wal = false;
+  bool group_commit = true;
   engine::Limits limits;
 };
 

@@ -28,13 +28,17 @@ void Engine::Stop() {
   for (auto& s : shards_) s->Stop();
 }
 
-uint32_t Engine::ShardForQueue(std::string_view queue) const {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a 64: stable across runs and builds
+uint32_t QueueShard(std::string_view queue, uint32_t shards) {
+  uint64_t h = 1469598103934665603ull;
   for (unsigned char c : queue) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  return static_cast<uint32_t>(h % shards_.size());
+  return static_cast<uint32_t>(h % shards);
+}
+
+uint32_t Engine::ShardForQueue(std::string_view queue) const {
+  return QueueShard(queue, static_cast<uint32_t>(shards_.size()));
 }
 
 }  // namespace ringq::engine

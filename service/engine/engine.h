@@ -16,6 +16,10 @@
 
 namespace ringq::engine {
 
+// The shard that owns `queue` among `shards` (FNV-1a 64: stable across runs
+// and builds, since stored jobs are placed by it).
+uint32_t QueueShard(std::string_view queue, uint32_t shards);
+
 struct EngineOptions {
   uint32_t shards = 1;
   uint32_t inbox_max = 65'536;  // tasks per shard inbox

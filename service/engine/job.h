@@ -120,6 +120,9 @@ struct Job {
   uint64_t lease_expires_at_ms = 0;
   uint64_t lease_token = 0;  // 0 when not active
   uint64_t generation = 0;   // bumped on every state change; stale index entries skip
+  // When the current (or last) attempt was leased. In memory only: it feeds
+  // the processing-time metric and need not survive a restart.
+  uint64_t leased_at_ms = 0;
 };
 
 // A job handed to a worker: a snapshot of the job and its lease.

@@ -12,7 +12,10 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string_view>
+
+#include "service/engine/status.h"
 
 namespace ringq::engine {
 
@@ -53,6 +56,18 @@ class Journal {
   virtual void Submit() = 0;
   virtual uint64_t last_lsn() const = 0;
   virtual uint64_t durable_lsn() const = 0;
+
+  // For the shard's wait: a file descriptor that turns readable when a
+  // commit may have completed (-1: none), and the next time Reap must run
+  // even without it.
+  virtual int wake_fd() const { return -1; }
+  virtual uint64_t NextWakeMs() const { return std::numeric_limits<uint64_t>::max(); }
+  // Collects completed commits (advances durable_lsn) and does housekeeping.
+  virtual void Reap() {}
+  // Nothing appended is waiting to become durable.
+  virtual bool Idle() const { return durable_lsn() == last_lsn(); }
+  // Whether a push may be accepted now (disk space); other records always are.
+  virtual Status CheckPushSpace() const { return Status::Ok(); }
 };
 
 // Commits every record at once; keeps nothing. No durability.

@@ -150,6 +150,7 @@ void Scheduler::Finish(Queue& q, Job& job, JobState terminal, std::string reason
   SetState(q, job, terminal);
   job.finished_at_ms = clock_.NowMs();
   job.reason = std::move(reason);
+  probe_.Finished(Cells(q), job, terminal, job.finished_at_ms);
   if (!job.unique_key.empty()) {
     auto it = q.unique.find(job.unique_key);
     if (it != q.unique.end() && it->second == job.id) q.unique.erase(it);
@@ -170,7 +171,7 @@ void Scheduler::Finish(Queue& q, Job& job, JobState terminal, std::string reason
 }
 
 void Scheduler::ForgetJob(Queue& q, uint64_t id) {
-  Log(RecordType::kForget, id, nullptr, q.name);
+  Log(RecordType::kForget, id, &jobs_.at(id), q.name);
   jobs_.erase(id);
 }
 
@@ -217,6 +218,7 @@ void Scheduler::RetryOrBury(Queue& q, Job& job, std::string error, bool no_retry
                             uint64_t delay_ms) {
   job.last_error = std::move(error);
   ++q.failed_total;
+  probe_.Failed(Cells(q));
   if (no_retry) {
     Finish(q, job, JobState::kDead, "failed with no_retry: " + job.last_error);
     return;
@@ -227,6 +229,7 @@ void Scheduler::RetryOrBury(Queue& q, Job& job, std::string error, bool no_retry
     return;
   }
   ++q.retried_total;
+  probe_.Retried(Cells(q));
   const uint64_t wait = delay_ms != 0 ? delay_ms : BackoffMs(job);
   Schedule(q, job, clock_.NowMs() + wait);
 }
@@ -244,6 +247,72 @@ Status Scheduler::CheckLease(Job* job, uint64_t id, uint64_t token) const {
   return Status::Ok();
 }
 
+// ---------------------------------------------------------------- recovery
+
+void Scheduler::Restore(std::vector<Job> jobs, const std::vector<std::string>& paused_queues) {
+  RINGQ_CHECK(jobs_.empty() && journal_.last_lsn() == journal_.durable_lsn());
+  auto queue_of = [&](const std::string& name) -> Queue& {
+    if (Queue* q = FindQueue(name)) return *q;
+    auto q = std::make_unique<Queue>();  // recovery never refuses a queue it had
+    q->name = name;
+    Queue* raw = q.get();
+    queues_.emplace(name, std::move(q));
+    return *raw;
+  };
+  for (const auto& name : paused_queues) queue_of(name).paused = true;
+  // Recovery hands jobs over in id order (push order); sort only if not.
+  auto by_id = [](const Job& a, const Job& b) { return a.id < b.id; };
+  if (!std::is_sorted(jobs.begin(), jobs.end(), by_id)) std::sort(jobs.begin(), jobs.end(), by_id);
+  jobs_.reserve(jobs.size());
+  for (Job& in : jobs) {
+    RINGQ_CHECK(ShardOfJob(in.id) == shard_index_);
+    next_seq_ = std::max(next_seq_, (in.id >> kShardBits) + 1);
+    Queue& q = queue_of(in.queue);
+    Job& job = jobs_[in.id];
+    job = std::move(in);
+    job.lease_token = 0;
+    job.lease_expires_at_ms = 0;
+    if (job.state == JobState::kActive) {
+      // Its worker's stream died with the server: deliver it again, and do
+      // not count the interrupted attempt.
+      if (job.attempts > 0) --job.attempts;
+      job.state = JobState::kWaiting;
+    }
+    switch (job.state) {
+      case JobState::kWaiting:
+        CountIn(q, JobState::kWaiting);
+        q.ready[job.priority].push_back(ReadyEntry{job.id, job.generation});
+        if (job.ttl_ms != 0 && job.attempts == 0) {
+          AddTimer(job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl);
+        }
+        break;
+      case JobState::kDelayed:
+        CountIn(q, JobState::kDelayed);
+        AddTimer(job.run_at_ms, job.id, job.generation, TimerKind::kPromote);
+        if (job.ttl_ms != 0 && job.attempts == 0) {
+          AddTimer(job.created_at_ms + job.ttl_ms, job.id, job.generation, TimerKind::kTtl);
+        }
+        break;
+      case JobState::kDead:
+        q.dead.insert(job.id);
+        break;
+      default:
+        q.retained.emplace_back(job.id, job.finished_at_ms);
+        ++q.kept[static_cast<size_t>(job.state)];
+        break;
+    }
+    if (IsLive(job.state) && !job.unique_key.empty()) q.unique.emplace(job.unique_key, job.id);
+  }
+  for (auto& [name, q] : queues_) {
+    std::stable_sort(q->retained.begin(), q->retained.end(),
+                     [](const auto& a, const auto& b) { return a.second < b.second; });
+    q->dirty = true;
+    dirty_.push_back(q.get());
+    q->trim_pending = true;
+    trim_.push_back(q.get());
+  }
+}
+
 // ---------------------------------------------------------------- producer
 
 Result<PushResult> Scheduler::Push(JobSpec spec) {
@@ -251,6 +320,7 @@ Result<PushResult> Scheduler::Push(JobSpec spec) {
   if (spec.run_at_ms > now + Limits::kDelayMsMax) {
     return InvalidArgument("run_at_ms is more than 365 days ahead");
   }
+  if (Status s = journal_.CheckPushSpace(); !s.ok()) return s;
   auto qr = GetOrCreateQueue(spec.queue);
   if (!qr.ok()) return qr.status();
   Queue& q = *qr.value();
@@ -285,6 +355,7 @@ Result<PushResult> Scheduler::Push(JobSpec spec) {
   CountIn(q, job.state);
   if (!job.unique_key.empty()) q.unique.emplace(job.unique_key, id);
   ++q.pushed_total;
+  probe_.Pushed(Cells(q));
   const uint64_t lsn = Log(RecordType::kPush, id, &job, q.name);
   pending_.push_back(Pending{lsn, id, job.generation});
   return PushResult{id, false};
@@ -335,9 +406,9 @@ bool Scheduler::PopReady(Queue& q, Job** out) {
         continue;  // stale entry: cancelled, expired or moved since it was queued
       }
       if (job->ttl_ms != 0 && job->attempts == 0 && now >= job->created_at_ms + job->ttl_ms) {
-        Log(RecordType::kExpire, job->id, job, q.name);
         Finish(q, *job, JobState::kExpired, "ttl: not started within " +
                                                std::to_string(job->ttl_ms) + " ms");
+        Log(RecordType::kExpire, job->id, job, q.name);
         continue;
       }
       if (fifo.empty()) q.ready.erase(it);
@@ -353,6 +424,8 @@ Delivery Scheduler::Lease(Queue& q, Job& job, uint32_t lease_ms) {
   const uint64_t now = clock_.NowMs();
   SetState(q, job, JobState::kActive);
   ++job.attempts;
+  job.leased_at_ms = now;
+  probe_.Delivered(Cells(q), job, now);
   job.lease_token = NewToken();
   job.lease_expires_at_ms = now + lease_ms;
   AddTimer(job.lease_expires_at_ms, job.id, job.generation, TimerKind::kLease);
@@ -383,6 +456,7 @@ Result<std::vector<Delivery>> Scheduler::Fetch(const std::string& queue, uint32_
   if (!qr.ok()) return qr.status();
   Queue& q = *qr.value();
   std::vector<Delivery> got = LeaseUpTo(q, max);
+  if (!got.empty() || wait_ms == 0 || draining_) probe_.FetchAnswered(0);
   if (!got.empty() || wait_ms == 0) return got;
   if (draining_) {
     done({});
@@ -395,8 +469,9 @@ Result<std::vector<Delivery>> Scheduler::Fetch(const std::string& queue, uint32_
                              " (--fetch-waiters-max)");
   }
   const uint64_t wid = next_waiter_id_++;
-  const uint64_t deadline = clock_.NowMs() + wait_ms;
-  q.waiters.push_back(Waiter{wid, max, deadline, std::move(done)});
+  const uint64_t now = clock_.NowMs();
+  const uint64_t deadline = now + wait_ms;
+  q.waiters.push_back(Waiter{wid, max, deadline, std::move(done), now});
   ++waiter_count_;
   AddTimer(deadline, wid, 0, TimerKind::kFetch, q.name);
   return got;
@@ -412,8 +487,9 @@ Status Scheduler::Ack(uint64_t id, uint64_t token, std::string result) {
   Queue& q = *FindQueue(job->queue);
   job->result = std::move(result);
   ++q.completed_total;
-  Log(RecordType::kAck, id, job, q.name);
+  // Logged after the change: a record carries the job's new state.
   Finish(q, *job, JobState::kCompleted, "");
+  Log(RecordType::kAck, id, job, q.name);
   return Status::Ok();
 }
 
@@ -495,6 +571,7 @@ void Scheduler::DispatchQueue(Queue& q) {
     Waiter w = std::move(q.waiters.front());
     q.waiters.pop_front();
     --waiter_count_;
+    probe_.FetchAnswered(clock_.NowMs() - std::min(clock_.NowMs(), w.started_ms));
     w.done(std::move(got));
   }
   std::erase_if(q.consumers, [](const auto& c) { return c->Closed(); });
@@ -648,8 +725,8 @@ uint64_t Scheduler::PurgeDead(const std::string& queue, const std::vector<uint64
   uint64_t n = 0;
   for (uint64_t id : chosen) {
     if (q->dead.erase(id) == 0) continue;
+    Log(RecordType::kPurgeDead, id, &jobs_.at(id), q->name);
     jobs_.erase(id);
-    Log(RecordType::kPurgeDead, id, nullptr, q->name);
     ++n;
   }
   return n;
@@ -665,6 +742,7 @@ void Scheduler::FireTimer(const Timer& t) {
                            [&](const Waiter& w) { return w.waiter_id == t.id; });
     if (it == q->waiters.end()) return;  // already served
     FetchCallback done = std::move(it->done);
+    probe_.FetchAnswered(clock_.NowMs() - std::min(clock_.NowMs(), it->started_ms));
     q->waiters.erase(it);
     --waiter_count_;
     done({});
@@ -685,6 +763,7 @@ void Scheduler::FireTimer(const Timer& t) {
       return;
     case TimerKind::kLease:
       if (job->state != JobState::kActive) return;
+      probe_.LeaseExpired(Cells(q));
       RetryOrBury(q, *job, "lease expired after " + std::to_string(job->lease_ms) + " ms", false,
                   0);
       Log(RecordType::kExpire, job->id, job, q.name);
@@ -726,6 +805,8 @@ void Scheduler::DrainWaiters() {
   for (auto& [name, q] : queues_) {
     while (!q->waiters.empty()) {
       FetchCallback done = std::move(q->waiters.front().done);
+      probe_.FetchAnswered(clock_.NowMs() -
+                           std::min(clock_.NowMs(), q->waiters.front().started_ms));
       q->waiters.pop_front();
       --waiter_count_;
       done({});
@@ -736,6 +817,61 @@ void Scheduler::DrainWaiters() {
 uint64_t Scheduler::NextDeadlineMs() const {
   uint64_t next = timers_.empty() ? std::numeric_limits<uint64_t>::max() : timers_.top().due_ms;
   return next;
+}
+
+// ---------------------------------------------------------------- metrics
+
+QueueCells& Scheduler::Cells(Queue& q) {
+  // Lazily: queues come from pushes, fetches, subscriptions and recovery.
+  if (q.cells == nullptr) [[unlikely]] q.cells = probe_.QueueCreated(q.name);
+  return *q.cells;
+}
+
+uint64_t Scheduler::OldestWaitingSinceMs(Queue& q) {
+  // The head of each priority level is the longest waiting there (FIFO); the
+  // oldest head is the queue's. Stale heads are dropped as PopReady would.
+  uint64_t oldest = 0;
+  for (auto it = q.ready.begin(); it != q.ready.end();) {
+    auto& fifo = it->second;
+    const Job* head = nullptr;
+    while (!fifo.empty()) {
+      const Job* job = FindJob(fifo.front().id);
+      if (job != nullptr && job->generation == fifo.front().generation &&
+          job->state == JobState::kWaiting) {
+        head = job;
+        break;
+      }
+      fifo.pop_front();
+    }
+    if (head == nullptr) {
+      it = q.ready.erase(it);
+      continue;
+    }
+    if (oldest == 0 || head->run_at_ms < oldest) oldest = std::max<uint64_t>(head->run_at_ms, 1);
+    ++it;
+  }
+  return oldest;
+}
+
+void Scheduler::CollectGauges(std::vector<QueueGauges>* out) {
+  const uint64_t now = clock_.NowMs();
+  out->reserve(out->size() + queues_.size());
+  for (auto& [name, qp] : queues_) {
+    Queue& q = *qp;
+    QueueGauges& g = out->emplace_back();
+    g.label = Cells(q).label;
+    g.waiting = q.waiting;
+    g.delayed = q.delayed;
+    g.active = q.active;
+    g.completed = q.kept[static_cast<size_t>(JobState::kCompleted)];
+    g.dead = q.dead.size();
+    g.cancelled = q.kept[static_cast<size_t>(JobState::kCancelled)];
+    g.expired = q.kept[static_cast<size_t>(JobState::kExpired)];
+    g.subscribers = q.consumers.size();
+    g.paused = q.paused ? 1 : 0;
+    const uint64_t since = OldestWaitingSinceMs(q);
+    g.oldest_waiting_age_ms = since != 0 && now > since ? now - since : 0;
+  }
 }
 
 void Scheduler::CheckInvariants() const {

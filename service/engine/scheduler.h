@@ -42,6 +42,7 @@
 #include "service/engine/consumer.h"
 #include "service/engine/job.h"
 #include "service/engine/journal.h"
+#include "service/engine/probe.h"
 
 namespace ringq::engine {
 
@@ -79,6 +80,12 @@ class Scheduler {
             uint64_t seed = 0x9e3779b97f4a7c15ull);
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
+
+  // --- recovery ---
+  // Rebuilds the state from recovered jobs, before the shard starts and with
+  // nothing logged. Active jobs come back waiting, their interrupted attempt
+  // not counted (its worker's stream ended with the server).
+  void Restore(std::vector<Job> jobs, const std::vector<std::string>& paused_queues);
 
   // --- producer ---
   // `spec` must have passed ValidateSpec. The job becomes deliverable once its
@@ -137,6 +144,13 @@ class Scheduler {
   // Epoch ms of the next timer, or UINT64_MAX when none.
   uint64_t NextDeadlineMs() const;
 
+  // --- metrics ---
+  ShardProbe& probe() { return probe_; }
+  const ShardProbe& probe() const { return probe_; }
+  // Appends one entry per queue for the scrape's gauges (shard thread). Drops
+  // stale ready entries on the way, as dispatch does.
+  void CollectGauges(std::vector<QueueGauges>* out);
+
   uint32_t shard_index() const { return shard_index_; }
   size_t job_count() const { return jobs_.size(); }
   // Aborts on a broken invariant; for tests and debug checks.
@@ -152,6 +166,7 @@ class Scheduler {
     uint32_t max;
     uint64_t deadline_ms;
     FetchCallback done;
+    uint64_t started_ms;  // for the fetch-wait metric
   };
   struct Queue {
     std::string name;
@@ -170,6 +185,7 @@ class Scheduler {
              dead_total = 0;
     bool dirty = false;
     bool trim_pending = false;
+    QueueCells* cells = nullptr;  // metrics; set on first use by Cells()
   };
   enum class TimerKind : uint8_t { kPromote, kLease, kTtl, kFetch };
   struct Timer {
@@ -210,6 +226,8 @@ class Scheduler {
   bool HasReady(Queue& q);
   bool PopReady(Queue& q, Job** out);
   Delivery Lease(Queue& q, Job& job, uint32_t lease_ms);
+  QueueCells& Cells(Queue& q);
+  uint64_t OldestWaitingSinceMs(Queue& q);
   std::vector<Delivery> LeaseUpTo(Queue& q, uint32_t max);
   void DispatchQueue(Queue& q);
   void FireTimer(const Timer& t);
@@ -223,6 +241,7 @@ class Scheduler {
   const Limits limits_;
   const Clock& clock_;
   Journal& journal_;
+  ShardProbe probe_;
   std::mt19937_64 rng_;
   uint64_t next_seq_ = 1;
   uint64_t next_waiter_id_ = 1;

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 
 namespace ringq::engine {
 
@@ -75,13 +76,13 @@ void Shard::AfterCommit(std::function<void()> reply) {
 void Shard::Run() {
   while (true) {
     const uint64_t now = clock_.NowMs();
-    const uint64_t next = scheduler_.NextDeadlineMs();
+    const uint64_t next = std::min(scheduler_.NextDeadlineMs(), journal_->NextWakeMs());
     const uint64_t wait_ms = next <= now ? 0 : std::min<uint64_t>(next - now, kIdleWakeMs);
     if (stop_.load(std::memory_order_acquire)) {
-      // Drain: what was accepted is answered.
-      RunOnce(0);
+      // Drain: what was accepted is answered once durable.
+      RunOnce(journal_->Idle() ? 0 : 1);
       std::lock_guard lock(mu_);
-      if (inbox_.empty() && replies_.empty()) break;
+      if (inbox_.empty() && replies_.empty() && journal_->Idle()) break;
       continue;
     }
     RunOnce(wait_ms);
@@ -89,11 +90,13 @@ void Shard::Run() {
 }
 
 void Shard::RunOnce(uint64_t wait_ms) {
-  pollfd pfd{event_fd_, POLLIN, 0};
-  const int rc = poll(&pfd, 1, static_cast<int>(wait_ms));
+  pollfd pfds[2] = {{event_fd_, POLLIN, 0}, {journal_->wake_fd(), POLLIN, 0}};
+  const int nfds = pfds[1].fd >= 0 ? 2 : 1;
+  const int rc = poll(pfds, nfds, static_cast<int>(wait_ms));
   if (rc < 0 && errno != EINTR) Die("poll");
   uint64_t counter;
   if (read(event_fd_, &counter, sizeof counter) < 0 && errno != EAGAIN) Die("eventfd read");
+  journal_->Reap();
 
   {
     std::lock_guard lock(mu_);

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "service/grpc/convert.h"
+#include "service/grpc/probe.h"
 #include "service/grpc/streams.h"
 
 namespace ringq::grpcsvc {
@@ -38,6 +39,7 @@ class PushStreamCall final
       MaybeWriteOrFinish(lock);
       return;
     }
+    const uint64_t received_ns = MonotonicNs();
     const uint64_t seq = next_seq_++;  // reads are serial: no lock needed for next_seq_
     {
       // Counted before the answer can possibly be written.
@@ -51,14 +53,18 @@ class PushStreamCall final
     } else {
       const uint32_t shard = engine_.ShardForQueue(spec.queue);
       auto self = shared_from_this();
-      bool posted = engine_.Post(shard, [self, seq, spec = std::move(spec)](engine::Shard& sh) mutable {
+      bool posted = engine_.Post(shard, [self, seq, received_ns,
+                                         spec = std::move(spec)](engine::Shard& sh) mutable {
         auto res = sh.scheduler().Push(std::move(spec));
         if (!res.ok()) {
           self->Answer(seq, res.status(), {});
           return;
         }
         engine::PushResult pr = res.value();
-        sh.AfterCommit([self, seq, pr] { self->Answer(seq, engine::Status::Ok(), pr); });
+        sh.AfterCommit([self, seq, pr, &sh, received_ns] {
+          sh.scheduler().probe().PushAnswered(MonotonicNs() - received_ns, 1);
+          self->Answer(seq, engine::Status::Ok(), pr);
+        });
       });
       if (!posted) {
         Answer(seq, engine::ResourceExhausted("shard inbox is full; retry later"), {});

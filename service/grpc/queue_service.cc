@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "service/grpc/convert.h"
+#include "service/grpc/probe.h"
 #include "service/grpc/streams.h"
 
 namespace ringq::grpcsvc {
@@ -44,6 +45,8 @@ void QueueService::Drain() {
   }
 }
 
+int64_t QueueService::SubscribeCredits() const { return streams_->SumCredits(); }
+
 void QueueService::PostOr(Unary* r, uint32_t shard, Shard::Task task) {
   if (!engine_.Post(shard, std::move(task))) {
     r->Finish(Exhausted(shard, engine_.options().inbox_max));
@@ -59,6 +62,7 @@ bool QueueService::JobShard(uint64_t id, uint32_t* shard) const {
 
 QueueService::Unary* QueueService::Push(Ctx* ctx, const v1::PushRequest* req,
                                         v1::PushResponse* resp) {
+  const uint64_t received_ns = MonotonicNs();
   Unary* r = ctx->DefaultReactor();
   engine::JobSpec spec;
   if (auto s = FromProto(req->job(), engine_.limits(), &spec); !s.ok()) {
@@ -66,7 +70,7 @@ QueueService::Unary* QueueService::Push(Ctx* ctx, const v1::PushRequest* req,
     return r;
   }
   const uint32_t shard = engine_.ShardForQueue(spec.queue);
-  PostOr(r, shard, [r, resp, spec = std::move(spec)](Shard& sh) mutable {
+  PostOr(r, shard, [r, resp, received_ns, spec = std::move(spec)](Shard& sh) mutable {
     auto res = sh.scheduler().Push(std::move(spec));
     if (!res.ok()) {
       r->Finish(ToGrpc(res.status()));
@@ -74,13 +78,17 @@ QueueService::Unary* QueueService::Push(Ctx* ctx, const v1::PushRequest* req,
     }
     resp->set_id(res->id);
     resp->set_duplicate(res->duplicate);
-    sh.AfterCommit([r] { r->Finish(grpc::Status::OK); });
+    sh.AfterCommit([r, &sh, received_ns] {
+      sh.scheduler().probe().PushAnswered(MonotonicNs() - received_ns, 1);
+      r->Finish(grpc::Status::OK);
+    });
   });
   return r;
 }
 
 QueueService::Unary* QueueService::PushBatch(Ctx* ctx, const v1::PushBatchRequest* req,
                                              v1::PushBatchResponse* resp) {
+  const uint64_t received_ns = MonotonicNs();
   Unary* r = ctx->DefaultReactor();
   const auto& limits = engine_.limits();
   const int n = req->jobs_size();
@@ -128,18 +136,23 @@ QueueService::Unary* QueueService::PushBatch(Ctx* ctx, const v1::PushBatchReques
   for (auto& [shard, items] : by_shard) {
     std::vector<int> indexes;
     for (const Item& it : items) indexes.push_back(it.index);
-    auto task = [resp, items = std::move(items), finish_one](Shard& sh) mutable {
+    auto task = [resp, items = std::move(items), finish_one, received_ns](Shard& sh) mutable {
+      uint64_t pushed = 0;
       for (Item& it : items) {
         auto res = sh.scheduler().Push(std::move(it.spec));
         v1::PushResult* out = resp->mutable_results(it.index);
         if (res.ok()) {
+          ++pushed;
           out->set_id(res->id);
           out->set_duplicate(res->duplicate);
         } else {
           ToProto(res.status(), out->mutable_error());
         }
       }
-      sh.AfterCommit(finish_one);
+      sh.AfterCommit([&sh, finish_one, received_ns, pushed] {
+        sh.scheduler().probe().PushAnswered(MonotonicNs() - received_ns, pushed);
+        finish_one();
+      });
     };
     if (!engine_.Post(shard, std::move(task))) {
       for (int i : indexes) {

@@ -41,6 +41,8 @@ class QueueService final : public v1::Queue::CallbackService {
   // that no long-lived call holds up the shutdown. New calls of these kinds
   // are refused from then on.
   void Drain();
+  // Subscribe credits granted by workers and not used yet, over all streams.
+  int64_t SubscribeCredits() const;
 
   using Ctx = grpc::CallbackServerContext;
   using Unary = grpc::ServerUnaryReactor;

@@ -31,6 +31,14 @@ bool GrpcServer::Start() {
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   b.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Channelz: the connection count of the metrics comes from it.
+  b.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
+  if (options_.probe != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> icpt;
+    icpt.push_back(options_.probe->NewInterceptorFactory());
+    b.experimental().SetInterceptorCreators(std::move(icpt));
+    options_.probe->SetCreditsSource([this] { return service_.SubscribeCredits(); });
+  }
   server_ = b.BuildAndStart();
   if (!server_ || bound_port_ == 0) {
     std::fprintf(stderr, "ringqd: cannot listen for gRPC on %s\n", addr.c_str());

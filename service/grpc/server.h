@@ -13,6 +13,7 @@
 #include <string>
 
 #include "service/engine/engine.h"
+#include "service/grpc/probe.h"
 #include "service/grpc/queue_service.h"
 
 namespace ringq::grpcsvc {
@@ -23,6 +24,8 @@ struct GrpcOptions {
   uint32_t message_bytes_max = 64u << 20;
   uint32_t streams_max = 1'000;
   StreamLimits stream_limits;
+  // Metrics: when set, an interceptor counts every call into it (outlives the server).
+  GrpcProbe* probe = nullptr;
 };
 
 class GrpcServer {

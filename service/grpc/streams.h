@@ -16,6 +16,8 @@ class Drainable {
  public:
   virtual ~Drainable() = default;
   virtual void Drain() = 0;  // any thread; ends the call with UNAVAILABLE
+  // Subscribe credits granted and not used yet (metrics); 0 for other calls.
+  virtual int64_t credits() const { return 0; }
 };
 
 // The live long-lived calls, so that shutdown ends them at once instead of
@@ -32,6 +34,15 @@ class StreamRegistry {
   void Remove(Drainable* call) {
     std::lock_guard lock(mu_);
     live_.erase(call);
+  }
+  // Sum of credits() over the live calls (for the scrape).
+  int64_t SumCredits() {
+    std::lock_guard lock(mu_);
+    int64_t sum = 0;
+    for (auto& [p, weak] : live_) {
+      if (auto c = weak.lock()) sum += c->credits();
+    }
+    return sum;
   }
   void DrainAll() {
     std::vector<std::shared_ptr<Drainable>> calls;

@@ -102,6 +102,8 @@ class SubscribeCall final
 
   bool Closed() const override { return closed_.load(std::memory_order_acquire); }
 
+  int64_t credits() const override { return credits_.load(std::memory_order_relaxed); }
+
   // ---------------------------------------------------------- reactor
 
   void OnReadDone(bool ok) override {

@@ -14,6 +14,15 @@
 
 namespace ringq::testing {
 
+namespace {
+// A wait status as a shell reports it: the exit code, or 128 + the signal.
+int DecodeStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+}  // namespace
+
 ServerProcess::ServerProcess(std::string binary, std::vector<std::string> extra_flags,
                              std::string data_dir)
     : binary_(std::move(binary)), flags_(std::move(extra_flags)), data_dir_(std::move(data_dir)) {
@@ -36,10 +45,13 @@ ServerProcess::~ServerProcess() {
 
 bool ServerProcess::Start(int timeout_ms) {
   std::vector<std::string> args = {binary_, "--host=127.0.0.1", "--grpc-port=0",
-                                   "--data-dir=" + data_dir_};
+                                   "--http-port=0", "--data-dir=" + data_dir_};
   args.insert(args.end(), flags_.begin(), flags_.end());
+  log_offset_ = Log().size();
+  exit_status_ = -1;
   pid_ = fork();
   if (pid_ == 0) {
+    for (const auto& [name, value] : env_) setenv(name.c_str(), value.c_str(), 1);
     FILE* log = std::fopen(log_path_.c_str(), "a");
     if (log) dup2(fileno(log), STDERR_FILENO);
     std::vector<char*> argv;
@@ -54,29 +66,17 @@ bool ServerProcess::Start(int timeout_ms) {
     int status;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      exit_status_ = DecodeStatus(status);
       return false;
     }
-    // The port line of this start is the last one in the log.
-    std::string log = Log();
+    // Only this start's lines count: the log file accumulates restarts.
+    const std::string log = Log().substr(std::min(log_offset_, Log().size()));
     std::smatch m;
-    std::string::const_iterator from = log.cbegin();
-    int port = 0;
-    while (std::regex_search(from, log.cend(), m, re)) {
-      port = std::atoi(m[1].str().c_str());
-      from = m.suffix().first;
-    }
-    size_t starts = 0;
-    for (size_t p = log.find("starting ringqd"); p != std::string::npos;
-         p = log.find("starting ringqd", p + 1)) {
-      ++starts;
-    }
-    size_t listens = 0;
-    for (size_t p = log.find("gRPC listening on"); p != std::string::npos;
-         p = log.find("gRPC listening on", p + 1)) {
-      ++listens;
-    }
-    if (port != 0 && starts > 0 && listens == starts && log.rfind("ringqd: ready") != std::string::npos && log.rfind("ringqd: ready") > log.rfind("gRPC listening on")) {
-      grpc_port_ = port;
+    const size_t ready = log.find("ringqd: ready");
+    if (ready != std::string::npos && std::regex_search(log, m, re)) {
+      grpc_port_ = std::atoi(m[1].str().c_str());
+      static const std::regex http_re("HTTP listening on [^:]+:([0-9]+)");
+      if (std::regex_search(log, m, http_re)) http_port_ = std::atoi(m[1].str().c_str());
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -90,6 +90,7 @@ int ServerProcess::Stop() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+  exit_status_ = DecodeStatus(status);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -99,6 +100,31 @@ void ServerProcess::Kill() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+  exit_status_ = DecodeStatus(status);
+}
+
+void ServerProcess::SetEnv(std::string name, std::string value) {
+  env_.emplace_back(std::move(name), std::move(value));
+}
+
+int ServerProcess::WaitExit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      exit_status_ = DecodeStatus(status);
+      return exit_status_;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::string ServerProcess::StartLog() {
+  const std::string log = Log();
+  return log.substr(std::min(log_offset_, log.size()));
 }
 
 std::string ServerProcess::Log() {

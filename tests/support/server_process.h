@@ -1,11 +1,12 @@
-// ServerProcess: starts the real ringqd binary on 127.0.0.1 with a free port
-// (--grpc-port=0) and a fresh data directory, reads the bound port from its
-// log, and stops it (SIGTERM, or SIGKILL for crash tests). For tests only.
+// ServerProcess: starts the real ringqd binary on 127.0.0.1 with free ports
+// (--grpc-port=0 --http-port=0) and a fresh data directory, reads the bound
+// ports from its log, and stops it (SIGTERM, or SIGKILL for crash tests). For tests only.
 #pragma once
 
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ringq::testing {
@@ -24,11 +25,30 @@ class ServerProcess {
   // SIGKILL and wait.
   void Kill();
 
+  // Sets an environment variable for the server started by the next Start
+  // (for example RINGQ_CRASH_POINT); the test's own environment is inherited.
+  void SetEnv(std::string name, std::string value);
+  // Where the server's log goes (default: <data_dir>.log). Call before Start.
+  void SetLogPath(std::string path) { log_path_ = std::move(path); }
+  // Waits at most timeout_ms for the server to exit by itself (a crash point,
+  // a refused start). Returns its exit code, 128 + the signal that ended it,
+  // or -1 if it still runs after timeout_ms (it is left running) or none runs.
+  int WaitExit(int timeout_ms);
+  // How the last server ended, as WaitExit reports it; -1 while one runs or
+  // before any ended. Set by Start (when the server exits while starting),
+  // WaitExit, Stop and Kill.
+  int exit_status() const { return exit_status_; }
+  bool running() const { return pid_ > 0; }
+
   int grpc_port() const { return grpc_port_; }
+  // The HTTP port (/metrics, /healthz, /readyz; started with --http-port=0).
+  int http_port() const { return http_port_; }
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   const std::string& data_dir() const { return data_dir_; }
   // Everything the server wrote to stderr so far (its log).
   std::string Log();
+  // The part of the log written since the last Start.
+  std::string StartLog();
 
  private:
   std::string binary_;
@@ -38,6 +58,10 @@ class ServerProcess {
   std::string log_path_;
   pid_t pid_ = -1;
   int grpc_port_ = 0;
+  int http_port_ = 0;
+  size_t log_offset_ = 0;  // where this start's lines begin in the log file
+  std::vector<std::pair<std::string, std::string>> env_;
+  int exit_status_ = -1;
 };
 
 }  // namespace ringq::testing

@@ -1,0 +1,76 @@
+#include "storage/window.h"
+
+namespace ringq::storage {
+
+using engine::RecordType;
+
+void Window::Apply(uint64_t lsn, DecodedRecord&& rec) {
+  last_lsn_ = lsn;
+  switch (rec.type) {
+    case RecordType::kPause:
+    case RecordType::kResume:
+      queues_[rec.queue] = rec.type == RecordType::kPause;
+      return;
+    case RecordType::kForget:
+    case RecordType::kPurgeDead: {
+      Entry& e = entries_[rec.id];
+      e.queue = rec.queue;
+      e.deleted = true;
+      e.was_dead = e.was_dead || rec.was_dead || e.dead;
+      e.spec.clear();
+      e.state.clear();
+      e.result.reset();
+      return;
+    }
+    default:
+      break;
+  }
+  Entry& e = entries_[rec.id];
+  e.queue = rec.queue;
+  if (rec.type == RecordType::kPush) {
+    e.pushed = true;
+    bytes_ += rec.spec_bytes.size();
+    e.spec = std::move(rec.spec_bytes);
+  }
+  bytes_ += rec.state_bytes.size();
+  e.state = std::move(rec.state_bytes);
+  if (rec.result) {
+    bytes_ += rec.result->size();
+    e.result = std::move(rec.result);
+  }
+  const bool now_dead = rec.job && rec.job->state == engine::JobState::kDead;
+  if (rec.type == RecordType::kRetryDead) e.undead = true;
+  if (now_dead) e.was_dead = true;
+  e.dead = now_dead;
+}
+
+void Window::WriteTo(Store& store, uint32_t shard, rocksdb::WriteBatch* b) {
+  for (auto& [id, e] : entries_) {
+    const std::string key = IdKey(id);
+    if (e.deleted) {
+      if (e.pushed) continue;  // born and forgotten in this window: nothing to write
+      b->Delete(store.cf(Store::kJobs), key);
+      b->Delete(store.cf(Store::kJobState), key);
+      b->Delete(store.cf(Store::kResults), key);
+      if (e.was_dead) b->Delete(store.cf(Store::kDead), DeadKey(e.queue, id));
+      continue;
+    }
+    if (e.pushed) b->Put(store.cf(Store::kJobs), key, e.spec);
+    if (!e.state.empty()) b->Put(store.cf(Store::kJobState), key, e.state);
+    if (e.result) b->Put(store.cf(Store::kResults), key, *e.result);
+    if (e.dead) {
+      b->Put(store.cf(Store::kDead), DeadKey(e.queue, id), "");
+    } else if (e.undead) {
+      b->Delete(store.cf(Store::kDead), DeadKey(e.queue, id));
+    }
+  }
+  for (const auto& [q, paused] : queues_) {
+    b->Put(store.cf(Store::kQueues), q, std::string(1, paused ? 1 : 0));
+  }
+  b->Put(store.cf(Store::kMeta), Store::AppliedKey(shard), Store::EncodeU64(last_lsn_));
+  entries_.clear();
+  queues_.clear();
+  bytes_ = 0;
+}
+
+}  // namespace ringq::storage
