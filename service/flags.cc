@@ -138,6 +138,8 @@ std::vector<Flag> Table(ServerFlags& f) {
                     "free space kept on the data disk; below it pushes get RESOURCE_EXHAUSTED"),
       Bool("group-commit", &f.group_commit,
            "false: one fdatasync per WAL record (benchmarks only: shows what group commit buys)"),
+      Bool("wal-archive", &f.wal_archive,
+           "tests only: keep retired WAL segments in wal/shard-NNN/archive/ (unbounded disk use)"),
       Bool("repair-wal", &f.repair_wal,
            "start despite a corrupt WAL record: keep the bad bytes in a side file, drop what "
            "follows"),

@@ -29,6 +29,7 @@ struct ServerFlags {
   uint64_t disk_free_min_bytes = 128ull << 20;
   bool repair_wal = false;
   bool group_commit = true;
+  bool wal_archive = false;
   engine::Limits limits;
 };
 

@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
   ro.data_dir = flags.data_dir;
   ro.shards = flags.shards;
   ro.repair = flags.repair_wal;
+  ro.archive = flags.wal_archive;
   ro.log = [](const std::string& line) { ringq::LogLine("%s", line.c_str()); };
   auto recovered = ringq::storage::Recover(*store, ro);
   if (!recovered.ok()) {
@@ -143,6 +144,7 @@ int main(int argc, char** argv) {
     wo.wal_bytes_max = flags.wal_bytes_max;
     wo.backend = backend;
     wo.group_commit = flags.group_commit;
+    wo.archive = flags.wal_archive;
     ringq::storage::CheckpointOptions co;
     co.interval_ms = flags.checkpoint_interval_ms;
     return std::make_unique<ringq::storage::WalJournal>(

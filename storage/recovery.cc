@@ -16,6 +16,7 @@
 #include "storage/job_codec.h"
 #include "storage/window.h"
 #include "uring/crash_point.h"
+#include "uring/wal.h"
 #include "uring/wal_format.h"
 
 namespace ringq::storage {
@@ -234,6 +235,11 @@ engine::Status ReplayShard(uint32_t shard, const RecoveryOptions& o, ShardRecove
 
 }  // namespace
 
+void ReplayRecord(DecodedRecord& d, std::vector<engine::Job>& jobs,
+                  std::unordered_map<std::string, bool>& paused) {
+  ApplyToJobs(d, jobs, paused);
+}
+
 std::string WalDir(const std::string& data_dir, uint32_t shard) {
   char name[32];
   std::snprintf(name, sizeof name, "shard-%03u", shard);
@@ -308,8 +314,7 @@ engine::Result<RecoveryResult> Recover(Store& store, const RecoveryOptions& o) {
   if (auto st = store.Flush(); !st.ok()) return st;
   uring::CrashPoint("recovery_after_flush_before_delete");
   for (const auto& f : replayed_files) {
-    std::error_code ec;
-    fs::remove(f, ec);
+    uring::RetireSegmentFile(fs::path(f).parent_path().string(), f, o.archive);
   }
   for (uint32_t sh = 0; sh < o.shards; ++sh) SyncDir(WalDir(o.data_dir, sh));
   return result;

@@ -18,10 +18,12 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "service/engine/job.h"
 #include "service/engine/status.h"
+#include "storage/job_codec.h"
 #include "storage/store.h"
 
 namespace ringq::storage {
@@ -30,6 +32,7 @@ struct RecoveryOptions {
   std::string data_dir;
   uint32_t shards = 1;
   bool repair = false;
+  bool archive = false;  // tests: keep replayed segments in wal/shard-NNN/archive/
   std::function<void(const std::string&)> log;  // one line per event
 };
 
@@ -51,5 +54,11 @@ std::string WalDir(const std::string& data_dir, uint32_t shard);
 std::string DbDir(const std::string& data_dir);
 
 engine::Result<RecoveryResult> Recover(Store& store, const RecoveryOptions& options);
+
+// Applies one decoded WAL record to a shard's jobs (in id order; forgotten
+// jobs become tombstones with id 0) and paused-queue map: the replay rule
+// recovery uses, exposed for the WAL/RocksDB consistency checker.
+void ReplayRecord(DecodedRecord& d, std::vector<engine::Job>& jobs,
+                  std::unordered_map<std::string, bool>& paused);
 
 }  // namespace ringq::storage

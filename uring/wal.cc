@@ -298,6 +298,17 @@ void Wal::RollTo(uint64_t first_lsn) {
   PreallocateSpare();
 }
 
+void RetireSegmentFile(const std::string& dir, const std::string& path, bool archive) {
+  if (!archive) {
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) FailStop("unlink " + path, errno);
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir + "/archive", ec);
+  const std::string to = dir + "/archive/" + std::filesystem::path(path).filename().string();
+  if (rename(path.c_str(), to.c_str()) != 0) FailStop("archive " + path, errno);
+}
+
 void Wal::RetireThrough(uint64_t lsn) {
   bool removed = false;
   while (segments_.size() > 1) {
@@ -305,8 +316,7 @@ void Wal::RetireThrough(uint64_t lsn) {
     // Its records end where the next segment begins.
     const uint64_t last = segments_[1].first_lsn - 1;
     if (last > lsn) break;
-    if (unlink(s.path.c_str()) != 0 && errno != ENOENT) FailStop("unlink " + s.path, errno);
-    std::error_code ec;
+    RetireSegmentFile(options_.dir, s.path, options_.archive);
     disk_bytes_ -= std::min(disk_bytes_, options_.segment_bytes);
     segments_.pop_front();
     removed = true;

@@ -56,7 +56,13 @@ struct WalOptions {
   // false: one record per write+fdatasync (no group commit), for benchmarks
   // that measure what group commit buys.
   bool group_commit = true;
+  // Tests only: retired segments move to <dir>/archive/ instead of being
+  // deleted, so a checker can replay the whole log (disk use is unbounded).
+  bool archive = false;
 };
+
+// Retires one segment file: deletes it, or moves it to <dir>/archive/.
+void RetireSegmentFile(const std::string& dir, const std::string& path, bool archive);
 
 // Writes one buffer then fdatasyncs, asynchronously. One operation in flight.
 class SyncBackend {

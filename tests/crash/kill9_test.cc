@@ -9,7 +9,9 @@
 //     with the payload that was pushed;
 //   - no acknowledged completion is delivered again, and it is COMPLETED;
 //   - jobs leased but not acked come back: at the end every acknowledged push
-//     gets completed by draining workers.
+//     gets completed by draining workers;
+//   - after a clean stop, RocksDB equals a pure replay of the whole WAL
+//     (kept with --wal-archive), checked by ringq-walcheck.
 // Cycles: RINGQ_CRASH_CYCLES (default 20); seed: RINGQ_CRASH_SEED.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -82,7 +84,7 @@ class Kill9Test : public ::testing::Test {
             "--payload-bytes-max=65536", "--result-bytes-max=65536",
             "--completed-retention-count=100000000", "--completed-retention-ms=1000000000",
             "--default-lease-ms=2000", "--default-backoff-base-ms=10",
-            "--default-max-attempts=1000"};
+            "--default-max-attempts=1000", "--wal-archive"};
   }
 
   std::unique_ptr<v1::Queue::Stub> Connect(testing::ServerProcess& s) {
@@ -304,7 +306,11 @@ TEST_F(Kill9Test, NothingAcknowledgedIsLost) {
                  static_cast<unsigned long long>(seed));
   }
   Check(stub.get(), ledger, "after drain");
-  server.Stop();
+  // WAL -> RocksDB consistency: after all those crashes and a clean stop, the
+  // state RocksDB holds equals a pure replay of the whole log.
+  EXPECT_EQ(server.Stop(), 0);
+  const std::string cmd = std::string(WALCHECK_PATH) + " " + dir + " 2";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
 }
