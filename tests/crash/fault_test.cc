@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "ringq/v1/queue.grpc.pb.h"
+#include "tests/support/payload.h"
 #include "tests/support/server_process.h"
 
 namespace ringq {
@@ -71,31 +72,8 @@ uint64_t TestSeed() {
 
 // --------------------------------------------------------------- payloads
 
-uint32_t Fnv32(std::string_view s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 16777619u;
-  }
-  return h;
-}
-
-// Exactly `bytes` bytes (>= 32): a unique tag, letters, and 8 hex digits of
-// the hash of the rest, so any changed byte is detected.
-std::string MakePayload(std::mt19937_64& rng, uint64_t tag, size_t bytes) {
-  std::string body = "tag=" + std::to_string(tag) + ";";
-  while (body.size() + 8 < bytes) body.push_back(static_cast<char>('a' + rng() % 26));
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08x", Fnv32(body));
-  return body + hex;
-}
-
-bool PayloadOk(const std::string& p) {
-  if (p.size() < 9) return false;
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08x", Fnv32(std::string_view(p).substr(0, p.size() - 8)));
-  return p.compare(p.size() - 8, 8, hex) == 0;
-}
+using testing::MakePayload;
+using testing::PayloadOk;
 
 // What the server acknowledged to the clients.
 struct Ledger {

@@ -29,6 +29,7 @@
 #include <unordered_set>
 
 #include "ringq/v1/queue.grpc.pb.h"
+#include "tests/support/payload.h"
 #include "tests/support/server_process.h"
 
 namespace ringq {
@@ -36,31 +37,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-uint32_t Fnv32(std::string_view s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 16777619u;
-  }
-  return h;
-}
-
-// body + 8 hex digits of its hash: any byte changed is detected.
-std::string MakePayload(std::mt19937_64& rng, uint64_t tag) {
-  std::string body = "tag=" + std::to_string(tag) + ";";
-  const size_t n = 16 + rng() % 600;
-  for (size_t i = 0; i < n; ++i) body.push_back(static_cast<char>('a' + rng() % 26));
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08x", Fnv32(body));
-  return body + hex;
-}
-
-bool PayloadOk(const std::string& p) {
-  if (p.size() < 9) return false;
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08x", Fnv32(std::string_view(p).substr(0, p.size() - 8)));
-  return p.compare(p.size() - 8, 8, hex) == 0;
-}
+using testing::MakePayload;
+using testing::PayloadOk;
 
 struct Ledger {
   std::mutex mu;
@@ -105,7 +83,7 @@ class Kill9Test : public ::testing::Test {
         for (int i = 0; i < 20; ++i) {
           auto* j = req.add_jobs();
           j->set_queue(kQueues[rng() % 3]);
-          payloads.push_back(MakePayload(rng, ++tag));
+          payloads.push_back(MakePayload(rng, ++tag, 48 + rng() % 600));
           j->set_payload(payloads.back());
         }
         v1::PushBatchResponse resp;
@@ -120,7 +98,7 @@ class Kill9Test : public ::testing::Test {
       } else {
         v1::PushRequest req;
         req.mutable_job()->set_queue(kQueues[rng() % 3]);
-        std::string payload = MakePayload(rng, ++tag);
+        std::string payload = MakePayload(rng, ++tag, 48 + rng() % 600);
         req.mutable_job()->set_payload(payload);
         v1::PushResponse resp;
         if (!stub->Push(&ctx, req, &resp).ok()) {
