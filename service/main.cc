@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     return std::make_unique<ringq::storage::WalJournal>(
         std::make_unique<ringq::uring::Wal>(wo, sr.next_lsn),
         std::make_unique<ringq::storage::Checkpointer>(*store, shard, sr.next_lsn - 1, co),
-        flags.data_dir, flags.disk_free_min_bytes);
+        flags.data_dir, flags.disk_free_min_bytes, &wal_probes.shard(shard));
   };
   ringq::engine::Engine engine(eo, clock, journals);
   ringq::engine::EngineMetricsOptions emo;

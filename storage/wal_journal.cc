@@ -18,9 +18,10 @@ uint64_t MonoMs() {
 }  // namespace
 
 WalJournal::WalJournal(std::unique_ptr<uring::Wal> wal, std::unique_ptr<Checkpointer> cp,
-                       std::string data_dir, uint64_t disk_free_min_bytes)
+                       std::string data_dir, uint64_t disk_free_min_bytes,
+                       engine::JournalProbe* probe)
     : wal_(std::move(wal)), checkpointer_(std::move(cp)), data_dir_(std::move(data_dir)),
-      disk_free_min_bytes_(disk_free_min_bytes) {
+      probe_(probe), disk_free_min_bytes_(disk_free_min_bytes) {
   checkpointer_->Start();
   CheckDiskFree();
 }
@@ -85,6 +86,12 @@ void WalJournal::Reap() {
     unflushed_.pop_front();
   }
   wal_->RetireThrough(flushed);
+  if (probe_ != nullptr) {
+    for (const auto& s : wal_->TakeSyncSamples()) probe_->Synced(s.ns, s.records, s.bytes);
+    probe_->SetLogBytes(wal_->disk_bytes());
+  } else {
+    (void)wal_->TakeSyncSamples();
+  }
   CheckDiskFree();
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "service/engine/journal.h"
+#include "service/engine/journal_probe.h"
 #include "storage/checkpointer.h"
 #include "uring/wal.h"
 
@@ -20,8 +21,10 @@ class WalJournal final : public engine::Journal {
  public:
   // `data_dir` is watched for free space: below disk_free_min_bytes, pushes
   // are refused (RocksDB still needs room to flush and compact).
+  // `probe` (may be null) receives every sync's duration, records and bytes.
   WalJournal(std::unique_ptr<uring::Wal> wal, std::unique_ptr<Checkpointer> checkpointer,
-             std::string data_dir = "", uint64_t disk_free_min_bytes = 0);
+             std::string data_dir = "", uint64_t disk_free_min_bytes = 0,
+             engine::JournalProbe* probe = nullptr);
   ~WalJournal() override;
 
   uint64_t Append(const engine::Record& record) override;
@@ -45,6 +48,7 @@ class WalJournal final : public engine::Journal {
   std::string scratch_;
   bool throttled_ = false;
   const std::string data_dir_;
+  engine::JournalProbe* const probe_;
   const uint64_t disk_free_min_bytes_;
   uint64_t disk_checked_ms_ = 0;
   uint64_t disk_free_bytes_ = UINT64_MAX;

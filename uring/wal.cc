@@ -182,11 +182,19 @@ void Wal::Reap(uint64_t now_ms) {
   if (in_flight_ && backend_->Poll()) {
     in_flight_ = false;
     const size_t n = in_flight_chunk_.bytes.size();
+    if (in_flight_chunk_.first_lsn != 0) {
+      records_since_sync_ += in_flight_chunk_.last_lsn - in_flight_chunk_.first_lsn + 1;
+      bytes_since_sync_ += n;
+    }
     if (in_flight_sync_) {
+      const uint64_t ns = MonoNs() - in_flight_started_ns_;
       unsynced_bytes_ = 0;
       last_sync_ms_ = now_ms;
       ++stats_.syncs;
-      stats_.sync_ns_total += MonoNs() - in_flight_started_ns_;
+      stats_.sync_ns_total += ns;
+      if (samples_.size() < 4096) samples_.push_back(SyncSample{ns, records_since_sync_, bytes_since_sync_});
+      records_since_sync_ = 0;
+      bytes_since_sync_ = 0;
     } else {
       unsynced_bytes_ += n;
     }

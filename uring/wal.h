@@ -126,6 +126,20 @@ class Wal {
   };
   SyncStats TakeStats();
 
+  // One sample per completed fdatasync: how long (submit to completion) and
+  // how many records and bytes it made durable. Drained by the caller every
+  // loop, so it holds only what one reap produced.
+  struct SyncSample {
+    uint64_t ns;
+    uint64_t records;
+    uint64_t bytes;
+  };
+  std::vector<SyncSample> TakeSyncSamples() {
+    std::vector<SyncSample> out;
+    out.swap(samples_);
+    return out;
+  }
+
  private:
   struct Chunk {
     uint64_t first_lsn = 0;
@@ -170,6 +184,9 @@ class Wal {
   uint64_t unsynced_bytes_ = 0;  // batch mode: written, not fsynced
   uint64_t last_sync_ms_ = 0;
   SyncStats stats_;
+  std::vector<SyncSample> samples_;
+  uint64_t records_since_sync_ = 0;  // batch mode: written, not yet synced
+  uint64_t bytes_since_sync_ = 0;
 };
 
 }  // namespace ringq::uring
