@@ -24,8 +24,8 @@
 #include "service/grpc/server.h"
 #include "service/http/http_server.h"
 #include "service/http/server_metrics.h"
-#include "service/metrics/registry.h"
 #include "service/log.h"
+#include "service/metrics/registry.h"
 #include "storage/recovery.h"
 #include "storage/store.h"
 #include "storage/wal_journal.h"
@@ -97,6 +97,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<ringq::storage::Store> store = std::move(opened.value());
+  server_metrics.SetRocksdbLiveDataSource([&store] { return store->LiveDataBytes(); });
+  struct UnsetSource {  // before `store` is destroyed, on every return path
+    ringq::http::ServerMetrics& metrics;
+    ~UnsetSource() { metrics.SetRocksdbLiveDataSource(nullptr); }
+  } unset_source{server_metrics};
   ringq::storage::RecoveryOptions ro;
   ro.data_dir = flags.data_dir;
   ro.shards = flags.shards;

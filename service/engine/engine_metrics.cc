@@ -27,13 +27,15 @@ struct CounterFamily {
 };
 
 constexpr CounterFamily kCounters[] = {
-    {"ringq_jobs_pushed_total", "Jobs accepted by Push, PushBatch and PushStream (duplicates of "
-                                "a live unique_key not counted).", &QueueCells::pushed},
+    {"ringq_jobs_pushed_total",
+     "Jobs accepted by Push, PushBatch and PushStream (duplicates of "
+     "a live unique_key not counted).",
+     &QueueCells::pushed},
     {"ringq_jobs_delivered_total", "Deliveries (leases) to workers, retries included.",
      &QueueCells::delivered},
     {"ringq_jobs_completed_total", "Jobs acknowledged by a worker.", &QueueCells::completed},
-    {"ringq_jobs_failed_total",
-     "Failed attempts: worker Fail, lease expiry or worker disconnect.", &QueueCells::failed},
+    {"ringq_jobs_failed_total", "Failed attempts: worker Fail, lease expiry or worker disconnect.",
+     &QueueCells::failed},
     {"ringq_jobs_retried_total", "Failed attempts scheduled for another attempt.",
      &QueueCells::retried},
     {"ringq_jobs_dead_lettered_total",
@@ -187,9 +189,9 @@ void EngineMetrics::CollectGauges(TextWriter& out) {
     uint64_t QueueGauges::*field;
   };
   constexpr StateField kStates[] = {
-      {"waiting", &QueueGauges::waiting},     {"delayed", &QueueGauges::delayed},
-      {"active", &QueueGauges::active},       {"completed", &QueueGauges::completed},
-      {"dead", &QueueGauges::dead},           {"cancelled", &QueueGauges::cancelled},
+      {"waiting", &QueueGauges::waiting}, {"delayed", &QueueGauges::delayed},
+      {"active", &QueueGauges::active},   {"completed", &QueueGauges::completed},
+      {"dead", &QueueGauges::dead},       {"cancelled", &QueueGauges::cancelled},
       {"expired", &QueueGauges::expired},
   };
   out.Family("ringq_jobs", Type::kGauge,

@@ -32,10 +32,17 @@ void ShardProbe::Finished(QueueCells& q, const Job& job, JobState terminal, uint
       q.completed.Add();
       processing_ms_.Observe(Since(job.leased_at_ms, now_ms));
       break;
-    case JobState::kDead: q.dead_lettered.Add(); break;
-    case JobState::kCancelled: q.cancelled.Add(); break;
-    case JobState::kExpired: q.expired.Add(); break;
-    default: break;
+    case JobState::kDead:
+      q.dead_lettered.Add();
+      break;
+    case JobState::kCancelled:
+      q.cancelled.Add();
+      break;
+    case JobState::kExpired:
+      q.expired.Add();
+      break;
+    default:
+      break;
   }
 }
 

@@ -42,7 +42,7 @@ struct QueueGauges {
   uint64_t waiting = 0, delayed = 0, active = 0;
   uint64_t completed = 0, dead = 0, cancelled = 0, expired = 0;  // kept (retention)
   uint64_t subscribers = 0;
-  uint64_t paused = 0;                   // 1 when paused
+  uint64_t paused = 0;                 // 1 when paused
   uint64_t oldest_waiting_age_ms = 0;  // since the head job became due; 0: none waits
 };
 
@@ -114,7 +114,7 @@ class ShardProbe {
 
   metrics::LabelBudget* budget_ = nullptr;
   bool enabled_ = true;
-  mutable std::mutex mu_;  // guards the shape of labeled_ against the scrape
+  mutable std::mutex mu_;           // guards the shape of labeled_ against the scrape
   std::deque<QueueCells> labeled_;  // addresses stable: handed out to queues
   QueueCells other_;
   metrics::Histogram push_latency_ns_;

@@ -26,8 +26,8 @@ namespace ringq::engine {
 namespace {
 
 struct Counts {
-  uint64_t pushed = 0, delivered = 0, completed = 0, failed = 0, retried = 0, dead = 0,
-           expired = 0, cancelled = 0, leases_expired = 0;
+  uint64_t pushed = 0, delivered = 0, completed = 0, failed = 0, retried = 0, dead = 0, expired = 0,
+           cancelled = 0, leases_expired = 0;
 };
 
 std::map<std::string, Counts> Read(const ShardProbe& p) {

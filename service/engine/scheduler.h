@@ -185,7 +185,8 @@ class Scheduler {
              dead_total = 0;
     bool dirty = false;
     bool trim_pending = false;
-    QueueCells* cells = nullptr;  // metrics; set on first use by Cells()
+    // Metrics: set on first use by Cells().
+    QueueCells* cells = nullptr;
   };
   enum class TimerKind : uint8_t { kPromote, kLease, kTtl, kFetch };
   struct Timer {

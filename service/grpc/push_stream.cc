@@ -24,8 +24,10 @@ class PushStreamCall final
     : public grpc::ServerBidiReactor<v1::PushRequest, v1::PushStreamResponse>,
       public std::enable_shared_from_this<PushStreamCall> {
  public:
-  PushStreamCall(engine::Engine& engine, const StreamLimits& limits)
-      : engine_(engine), limits_(limits) {}
+  PushStreamCall(engine::Engine& engine, const StreamLimits& limits, GrpcProbe* probe)
+      : engine_(engine), limits_(limits), probe_(probe) {
+    if (probe_ != nullptr) probe_->Started(Rpc::kPushStream);
+  }
 
   void Begin() {
     self_ = shared_from_this();
@@ -40,6 +42,7 @@ class PushStreamCall final
       return;
     }
     const uint64_t received_ns = MonotonicNs();
+    if (probe_ != nullptr) probe_->Received(in_.ByteSizeLong());
     const uint64_t seq = next_seq_++;  // reads are serial: no lock needed for next_seq_
     {
       // Counted before the answer can possibly be written.
@@ -53,19 +56,19 @@ class PushStreamCall final
     } else {
       const uint32_t shard = engine_.ShardForQueue(spec.queue);
       auto self = shared_from_this();
-      bool posted = engine_.Post(shard, [self, seq, received_ns,
-                                         spec = std::move(spec)](engine::Shard& sh) mutable {
-        auto res = sh.scheduler().Push(std::move(spec));
-        if (!res.ok()) {
-          self->Answer(seq, res.status(), {});
-          return;
-        }
-        engine::PushResult pr = res.value();
-        sh.AfterCommit([self, seq, pr, &sh, received_ns] {
-          sh.scheduler().probe().PushAnswered(MonotonicNs() - received_ns, 1);
-          self->Answer(seq, engine::Status::Ok(), pr);
-        });
-      });
+      bool posted = engine_.Post(
+          shard, [self, seq, received_ns, spec = std::move(spec)](engine::Shard& sh) mutable {
+            auto res = sh.scheduler().Push(std::move(spec));
+            if (!res.ok()) {
+              self->Answer(seq, res.status(), {});
+              return;
+            }
+            engine::PushResult pr = res.value();
+            sh.AfterCommit([self, seq, pr, &sh, received_ns] {
+              sh.scheduler().probe().PushAnswered(MonotonicNs() - received_ns, 1);
+              self->Answer(seq, engine::Status::Ok(), pr);
+            });
+          });
       if (!posted) {
         Answer(seq, engine::ResourceExhausted("shard inbox is full; retry later"), {});
       }
@@ -132,6 +135,7 @@ class PushStreamCall final
       ++next_write_;
       writing_ = true;
       lock.unlock();
+      if (probe_ != nullptr) probe_->Sent(out_.ByteSizeLong());
       StartWrite(&out_);
       lock.lock();
       return;
@@ -143,12 +147,14 @@ class PushStreamCall final
     if (finished_) return;
     finished_ = true;
     lock.unlock();
+    if (probe_ != nullptr) probe_->Finished(Rpc::kPushStream, status.error_code());
     Finish(status);
     lock.lock();
   }
 
   engine::Engine& engine_;
   const StreamLimits limits_;
+  GrpcProbe* const probe_;
   std::shared_ptr<PushStreamCall> self_;
   v1::PushRequest in_;
   v1::PushStreamResponse out_;
@@ -168,8 +174,8 @@ class PushStreamCall final
 }  // namespace
 
 grpc::ServerBidiReactor<v1::PushRequest, v1::PushStreamResponse>* NewPushStream(
-    engine::Engine& engine, const StreamLimits& limits) {
-  auto call = std::make_shared<PushStreamCall>(engine, limits);
+    engine::Engine& engine, const StreamLimits& limits, GrpcProbe* probe) {
+  auto call = std::make_shared<PushStreamCall>(engine, limits, probe);
   call->Begin();
   return call.get();
 }

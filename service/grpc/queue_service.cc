@@ -32,8 +32,11 @@ grpc::Status Invalid(std::string msg) {
 
 }  // namespace
 
-QueueService::QueueService(engine::Engine& engine, StreamLimits limits)
-    : engine_(engine), limits_(limits), streams_(std::make_unique<StreamRegistry>()) {}
+QueueService::QueueService(engine::Engine& engine, StreamLimits limits, GrpcProbe* probe)
+    : engine_(engine),
+      limits_(limits),
+      probe_(probe),
+      streams_(std::make_unique<StreamRegistry>()) {}
 
 QueueService::~QueueService() = default;
 
@@ -47,7 +50,16 @@ void QueueService::Drain() {
 
 int64_t QueueService::SubscribeCredits() const { return streams_->SumCredits(); }
 
-void QueueService::PostOr(Unary* r, uint32_t shard, Shard::Task task) {
+Reply QueueService::Begin(Ctx* ctx, Rpc rpc, const google::protobuf::MessageLite& request,
+                          const google::protobuf::MessageLite* response) {
+  if (probe_ != nullptr) {
+    probe_->Started(rpc);
+    probe_->Received(request.ByteSizeLong());
+  }
+  return Reply(ctx->DefaultReactor(), probe_, rpc, response);
+}
+
+void QueueService::PostOr(const Reply& r, uint32_t shard, Shard::Task task) {
   if (!engine_.Post(shard, std::move(task))) {
     r->Finish(Exhausted(shard, engine_.options().inbox_max));
   }
@@ -63,7 +75,7 @@ bool QueueService::JobShard(uint64_t id, uint32_t* shard) const {
 QueueService::Unary* QueueService::Push(Ctx* ctx, const v1::PushRequest* req,
                                         v1::PushResponse* resp) {
   const uint64_t received_ns = MonotonicNs();
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kPush, *req, resp);
   engine::JobSpec spec;
   if (auto s = FromProto(req->job(), engine_.limits(), &spec); !s.ok()) {
     r->Finish(ToGrpc(s));
@@ -89,7 +101,7 @@ QueueService::Unary* QueueService::Push(Ctx* ctx, const v1::PushRequest* req,
 QueueService::Unary* QueueService::PushBatch(Ctx* ctx, const v1::PushBatchRequest* req,
                                              v1::PushBatchResponse* resp) {
   const uint64_t received_ns = MonotonicNs();
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kPushBatch, *req, resp);
   const auto& limits = engine_.limits();
   const int n = req->jobs_size();
   if (n == 0 || static_cast<uint32_t>(n) > limits.batch_max) {
@@ -168,14 +180,14 @@ QueueService::Unary* QueueService::PushBatch(Ctx* ctx, const v1::PushBatchReques
 
 grpc::ServerBidiReactor<v1::PushRequest, v1::PushStreamResponse>* QueueService::PushStream(
     Ctx* ctx) {
-  return NewPushStream(engine_, limits_);
+  return NewPushStream(engine_, limits_, probe_);
 }
 
 // ------------------------------------------------------------------ workers
 
 QueueService::Unary* QueueService::Fetch(Ctx* ctx, const v1::FetchRequest* req,
                                          v1::FetchResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kFetch, *req, resp);
   if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
     r->Finish(ToGrpc(s));
     return r;
@@ -199,11 +211,11 @@ QueueService::Unary* QueueService::Fetch(Ctx* ctx, const v1::FetchRequest* req,
 
 grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>* QueueService::Subscribe(
     Ctx* ctx) {
-  return NewSubscribe(engine_, limits_, *streams_);
+  return NewSubscribe(engine_, limits_, *streams_, probe_);
 }
 
-QueueService::Unary* QueueService::Ack(Ctx* ctx, const v1::AckRequest* req, v1::AckResponse*) {
-  Unary* r = ctx->DefaultReactor();
+QueueService::Unary* QueueService::Ack(Ctx* ctx, const v1::AckRequest* req, v1::AckResponse* resp) {
+  Reply r = Begin(ctx, Rpc::kAck, *req, resp);
   uint32_t shard;
   if (!JobShard(req->id(), &shard)) {
     r->Finish(NoJob(req->id()));
@@ -223,7 +235,7 @@ QueueService::Unary* QueueService::Ack(Ctx* ctx, const v1::AckRequest* req, v1::
 
 QueueService::Unary* QueueService::Fail(Ctx* ctx, const v1::FailRequest* req,
                                         v1::FailResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kFail, *req, resp);
   uint32_t shard;
   if (!JobShard(req->id(), &shard)) {
     r->Finish(NoJob(req->id()));
@@ -245,7 +257,7 @@ QueueService::Unary* QueueService::Fail(Ctx* ctx, const v1::FailRequest* req,
 
 QueueService::Unary* QueueService::Extend(Ctx* ctx, const v1::ExtendRequest* req,
                                           v1::ExtendResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kExtend, *req, resp);
   uint32_t shard;
   if (!JobShard(req->id(), &shard)) {
     r->Finish(NoJob(req->id()));
@@ -267,7 +279,7 @@ QueueService::Unary* QueueService::Extend(Ctx* ctx, const v1::ExtendRequest* req
 // ------------------------------------------------------------------ admin
 
 QueueService::Unary* QueueService::GetJob(Ctx* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kGetJob, *req, resp);
   uint32_t shard;
   if (!JobShard(req->id(), &shard)) {
     r->Finish(NoJob(req->id()));
@@ -283,7 +295,7 @@ QueueService::Unary* QueueService::GetJob(Ctx* ctx, const v1::GetJobRequest* req
 
 QueueService::Unary* QueueService::Cancel(Ctx* ctx, const v1::CancelRequest* req,
                                           v1::CancelResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kCancel, *req, resp);
   uint32_t shard;
   if (!JobShard(req->id(), &shard)) {
     r->Finish(NoJob(req->id()));
@@ -312,7 +324,7 @@ struct CountsGather {
 };
 
 template <typename Resp, typename Fill>
-void GatherCounts(engine::Engine& engine, grpc::ServerUnaryReactor* r, Resp* resp,
+void GatherCounts(engine::Engine& engine, Reply r, Resp* resp,
                   const std::string& queue, Fill fill) {
   std::vector<uint32_t> shards;
   if (queue.empty()) {
@@ -354,7 +366,7 @@ void GatherCounts(engine::Engine& engine, grpc::ServerUnaryReactor* r, Resp* res
 
 QueueService::Unary* QueueService::Stats(Ctx* ctx, const v1::StatsRequest* req,
                                          v1::StatsResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kStats, *req, resp);
   if (!req->queue().empty()) {
     if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
       r->Finish(ToGrpc(s));
@@ -373,9 +385,9 @@ QueueService::Unary* QueueService::Stats(Ctx* ctx, const v1::StatsRequest* req,
   return r;
 }
 
-QueueService::Unary* QueueService::ListQueues(Ctx* ctx, const v1::ListQueuesRequest*,
+QueueService::Unary* QueueService::ListQueues(Ctx* ctx, const v1::ListQueuesRequest* req,
                                               v1::ListQueuesResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kListQueues, *req, resp);
   GatherCounts(engine_, r, resp, "",
                [](const std::vector<engine::QueueCounts>& all, v1::ListQueuesResponse* out) {
                  for (const auto& c : all) ToProto(c, out->add_queues());
@@ -384,8 +396,8 @@ QueueService::Unary* QueueService::ListQueues(Ctx* ctx, const v1::ListQueuesRequ
 }
 
 QueueService::Unary* QueueService::Pause(Ctx* ctx, const v1::QueueRequest* req,
-                                         v1::PauseResponse*) {
-  Unary* r = ctx->DefaultReactor();
+                                         v1::PauseResponse* resp) {
+  Reply r = Begin(ctx, Rpc::kPause, *req, resp);
   if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
     r->Finish(ToGrpc(s));
     return r;
@@ -402,8 +414,8 @@ QueueService::Unary* QueueService::Pause(Ctx* ctx, const v1::QueueRequest* req,
 }
 
 QueueService::Unary* QueueService::Resume(Ctx* ctx, const v1::QueueRequest* req,
-                                          v1::ResumeResponse*) {
-  Unary* r = ctx->DefaultReactor();
+                                          v1::ResumeResponse* resp) {
+  Reply r = Begin(ctx, Rpc::kResume, *req, resp);
   if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
     r->Finish(ToGrpc(s));
     return r;
@@ -421,7 +433,7 @@ QueueService::Unary* QueueService::Resume(Ctx* ctx, const v1::QueueRequest* req,
 
 QueueService::Unary* QueueService::ListDead(Ctx* ctx, const v1::ListDeadRequest* req,
                                             v1::ListDeadResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kListDead, *req, resp);
   if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
     r->Finish(ToGrpc(s));
     return r;
@@ -446,7 +458,7 @@ QueueService::Unary* QueueService::ListDead(Ctx* ctx, const v1::ListDeadRequest*
 namespace {
 
 template <typename Resp, typename Op>
-void DeadOp(engine::Engine& engine, grpc::ServerUnaryReactor* r, const v1::DeadSelector* req,
+void DeadOp(engine::Engine& engine, Reply r, const v1::DeadSelector* req,
             Resp* resp, Op op) {
   if (auto s = engine::ValidateQueueName(req->queue()); !s.ok()) {
     r->Finish(ToGrpc(s));
@@ -471,7 +483,7 @@ void DeadOp(engine::Engine& engine, grpc::ServerUnaryReactor* r, const v1::DeadS
 
 QueueService::Unary* QueueService::RetryDead(Ctx* ctx, const v1::DeadSelector* req,
                                              v1::RetryDeadResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kRetryDead, *req, resp);
   DeadOp(engine_, r, req, resp, [](engine::Scheduler& s, const std::string& q, const auto& ids) {
     return s.RetryDead(q, ids);
   });
@@ -480,7 +492,7 @@ QueueService::Unary* QueueService::RetryDead(Ctx* ctx, const v1::DeadSelector* r
 
 QueueService::Unary* QueueService::PurgeDead(Ctx* ctx, const v1::DeadSelector* req,
                                              v1::PurgeDeadResponse* resp) {
-  Unary* r = ctx->DefaultReactor();
+  Reply r = Begin(ctx, Rpc::kPurgeDead, *req, resp);
   DeadOp(engine_, r, req, resp, [](engine::Scheduler& s, const std::string& q, const auto& ids) {
     return s.PurgeDead(q, ids);
   });

@@ -16,6 +16,7 @@
 
 #include "ringq/v1/queue.grpc.pb.h"
 #include "service/engine/engine.h"
+#include "service/grpc/probe.h"
 
 namespace ringq::grpcsvc {
 
@@ -33,7 +34,8 @@ class StreamRegistry;
 
 class QueueService final : public v1::Queue::CallbackService {
  public:
-  QueueService(engine::Engine& engine, StreamLimits limits = {});
+  // `probe`: where calls are counted (nullptr: not counted); outlives this.
+  QueueService(engine::Engine& engine, StreamLimits limits = {}, GrpcProbe* probe = nullptr);
   ~QueueService() override;
 
   // Graceful shutdown, step one: ends every Subscribe stream (UNAVAILABLE,
@@ -72,12 +74,16 @@ class QueueService final : public v1::Queue::CallbackService {
  private:
   // Posts `task` to `shard`; when the inbox is full, finishes `r` with
   // RESOURCE_EXHAUSTED instead.
-  void PostOr(Unary* r, uint32_t shard, engine::Shard::Task task);
+  void PostOr(const Reply& r, uint32_t shard, engine::Shard::Task task);
+  // The reply of a unary call, counted: call started, request bytes.
+  Reply Begin(Ctx* ctx, Rpc rpc, const google::protobuf::MessageLite& request,
+              const google::protobuf::MessageLite* response);
   // The shard of a job id, or false (NOT_FOUND) for an id no shard made.
   bool JobShard(uint64_t id, uint32_t* shard) const;
 
   engine::Engine& engine_;
   const StreamLimits limits_;
+  GrpcProbe* const probe_;
   std::unique_ptr<StreamRegistry> streams_;
 };
 

@@ -9,7 +9,9 @@
 namespace ringq::grpcsvc {
 
 GrpcServer::GrpcServer(engine::Engine& engine, const GrpcOptions& options)
-    : engine_(engine), options_(options), service_(engine, options.stream_limits) {}
+    : engine_(engine),
+      options_(options),
+      service_(engine, options.stream_limits, options.probe) {}
 
 GrpcServer::~GrpcServer() { Shutdown(0); }
 
@@ -34,9 +36,6 @@ bool GrpcServer::Start() {
   // Channelz: the connection count of the metrics comes from it.
   b.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
   if (options_.probe != nullptr) {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> icpt;
-    icpt.push_back(options_.probe->NewInterceptorFactory());
-    b.experimental().SetInterceptorCreators(std::move(icpt));
     options_.probe->SetCreditsSource([this] { return service_.SubscribeCredits(); });
   }
   server_ = b.BuildAndStart();

@@ -24,7 +24,7 @@ struct GrpcOptions {
   uint32_t message_bytes_max = 64u << 20;
   uint32_t streams_max = 1'000;
   StreamLimits stream_limits;
-  // Metrics: when set, an interceptor counts every call into it (outlives the server).
+  // Metrics: when set, every ringq.v1.Queue call is counted in it (outlives the server).
   GrpcProbe* probe = nullptr;
 };
 

@@ -62,10 +62,11 @@ class StreamRegistry {
   std::unordered_map<Drainable*, std::weak_ptr<Drainable>> live_;
 };
 
+// `probe` (nullptr: not counted): the call, its messages and its status.
 grpc::ServerBidiReactor<v1::PushRequest, v1::PushStreamResponse>* NewPushStream(
-    engine::Engine& engine, const StreamLimits& limits);
+    engine::Engine& engine, const StreamLimits& limits, GrpcProbe* probe);
 
 grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>* NewSubscribe(
-    engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry);
+    engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry, GrpcProbe* probe);
 
 }  // namespace ringq::grpcsvc

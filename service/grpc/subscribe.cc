@@ -45,8 +45,11 @@ class SubscribeCall final
       public Drainable,
       public std::enable_shared_from_this<SubscribeCall> {
  public:
-  SubscribeCall(engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry)
-      : engine_(engine), limits_(limits), registry_(registry) {}
+  SubscribeCall(engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry,
+                GrpcProbe* probe)
+      : engine_(engine), limits_(limits), registry_(registry), probe_(probe) {
+    if (probe_ != nullptr) probe_->Started(Rpc::kSubscribe);
+  }
 
   void Begin() {
     self_ = shared_from_this();
@@ -115,6 +118,7 @@ class SubscribeCall final
       MaybeWrite(lock);
       return;
     }
+    if (probe_ != nullptr) probe_->Received(in_.ByteSizeLong());
     grpc::Status st = opened_ ? HandleMessage() : HandleOpen();
     if (!st.ok()) {
       Close(st);
@@ -143,7 +147,7 @@ class SubscribeCall final
       finish_pending_ = false;
       grpc::Status st = finish_status_;
       lock.unlock();
-      Finish(st);
+      FinishCounted(st);
       return;
     }
     if (read_paused_ && PendingSettles() < limits_.settle_pending_max / 2) {
@@ -375,6 +379,7 @@ class SubscribeCall final
     }
     writing_ = true;
     lock.unlock();
+    if (probe_ != nullptr) probe_->Sent(out_.ByteSizeLong());
     StartWrite(&out_);
     lock.lock();
   }
@@ -426,12 +431,18 @@ class SubscribeCall final
     }
     ReleaseJobs(std::move(sent), true);
     ReleaseJobs(std::move(unsent), false);
-    if (!wait_for_write) Finish(status);
+    if (!wait_for_write) FinishCounted(status);
+  }
+
+  void FinishCounted(grpc::Status status) {
+    if (probe_ != nullptr) probe_->Finished(Rpc::kSubscribe, status.error_code());
+    Finish(std::move(status));
   }
 
   engine::Engine& engine_;
   const StreamLimits limits_;
   StreamRegistry& registry_;
+  GrpcProbe* const probe_;
   std::shared_ptr<SubscribeCall> self_;
   v1::SubscribeRequest in_;    // reader only
   v1::SubscribeResponse out_;  // owned by the write in flight
@@ -457,8 +468,9 @@ class SubscribeCall final
 }  // namespace
 
 grpc::ServerBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse>* NewSubscribe(
-    engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry) {
-  auto call = std::make_shared<SubscribeCall>(engine, limits, registry);
+    engine::Engine& engine, const StreamLimits& limits, StreamRegistry& registry,
+    GrpcProbe* probe) {
+  auto call = std::make_shared<SubscribeCall>(engine, limits, registry, probe);
   call->Begin();
   return call.get();
 }

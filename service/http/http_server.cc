@@ -41,7 +41,9 @@ void Reply(mg_connection* conn, int status, std::string_view content_type, std::
 // Opens and closes one connection to host:port (best effort, bounded by the
 // kernel's loopback connect), to wake a thread blocked in poll on it.
 void Poke(const std::string& host, uint32_t port) {
-  const std::string h = host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "::1" : host;
+  const std::string h = host.empty() || host == "0.0.0.0" ? "127.0.0.1"
+                        : host == "::"                    ? "::1"
+                                                          : host;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
@@ -71,6 +73,7 @@ bool HttpServer::Start(std::string* error) {
   const std::string threads = std::to_string(options_.threads);
   const std::string timeout = std::to_string(options_.request_timeout_ms);
   const std::string request_max = std::to_string(options_.request_bytes_max);
+  // clang-format off
   const char* opts[] = {"listening_ports",       listen.c_str(),
                         "num_threads",           threads.c_str(),
                         "request_timeout_ms",    timeout.c_str(),
@@ -81,6 +84,7 @@ bool HttpServer::Start(std::string* error) {
                         "enable_directory_listing", "no",
                         "decode_url",            "yes",
                         nullptr};
+  // clang-format on
   char text[256] = {};
   unsigned code = 0;
   mg_error_data err{&code, text, sizeof text};

@@ -78,15 +78,29 @@ void ServerMetrics::SetIoBackend(std::string backend) {
   io_backend_ = std::move(backend);
 }
 
+void ServerMetrics::SetRocksdbLiveDataSource(std::function<uint64_t()> source) {
+  std::lock_guard lock(mu_);
+  rocksdb_live_data_ = std::move(source);
+}
+
 void ServerMetrics::Collect(TextWriter& out) {
   std::string durability, backend;
+  uint64_t live_data = 0;
   {
+    // The source is called under the lock: once SetRocksdbLiveDataSource(nullptr)
+    // returns, no call of the old source is running.
     std::lock_guard lock(mu_);
     durability = durability_;
     backend = io_backend_;
+    if (rocksdb_live_data_) live_data = rocksdb_live_data_();
   }
   out.Family("ringq_build_info", Type::kGauge, "Always 1; the build in labels.");
-  out.Sample({{"version", version_}, {"compiler", __VERSION__}}, uint64_t{1});
+#ifdef __clang__
+  constexpr const char* kCompiler = "clang " __clang_version__;
+#else
+  constexpr const char* kCompiler = "gcc " __VERSION__;
+#endif
+  out.Sample({{"version", version_}, {"compiler", kCompiler}}, uint64_t{1});
   out.Family("ringq_durability_info", Type::kGauge,
              "Always 1; mode: what a reply means. none: in memory only; sync: after fdatasync; "
              "batch: after write, fdatasync every --sync-interval-ms.");
@@ -97,7 +111,7 @@ void ServerMetrics::Collect(TextWriter& out) {
   out.Sample({{"backend", backend}}, uint64_t{1});
   out.Family("ringq_rocksdb_live_data_bytes", Type::kGauge,
              "RocksDB's estimate of its live data size (0 while nothing reports it).");
-  out.Sample(Labels{}, rocksdb_live_data_bytes_.Get());
+  out.Sample(Labels{}, live_data);
 
   const ProcStat ps = ReadProcStat();
   if (ps.ok) {

@@ -3,10 +3,13 @@
 // label), RocksDB's live data size, and the standard process_* families
 // (CPU, memory, file descriptors, start time) read from /proc at scrape time.
 //
-// Thread: the setters from main before serving (or, for the RocksDB cell,
-// from the one thread that owns the store); Collect() on the scrape thread.
+// Thread: the setters from main (any time; they lock); Collect() on the
+// scrape thread. A source set here must stay callable until the HTTP server
+// stops.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -24,8 +27,10 @@ class ServerMetrics final : public metrics::Collector {
   // The WAL's I/O backend: "io_uring", or the portable fallback's name;
   // "none" while there is no WAL.
   void SetIoBackend(std::string backend);
-  // Set by storage/ (the checkpointer thread): RocksDB's live data size.
-  metrics::Cell& rocksdb_live_data_bytes() { return rocksdb_live_data_bytes_; }
+  // Asked at scrape time for RocksDB's live data size (thread-safe, e.g.
+  // storage::Store::LiveDataBytes). Unset: 0. Setting nullptr waits for a
+  // call in progress, so the store may be destroyed after it returns.
+  void SetRocksdbLiveDataSource(std::function<uint64_t()> source);
 
   void Collect(metrics::TextWriter& out) override;
 
@@ -34,7 +39,7 @@ class ServerMetrics final : public metrics::Collector {
   std::mutex mu_;
   std::string durability_ = "none";  // guarded by mu_
   std::string io_backend_ = "none";  // guarded by mu_
-  metrics::Cell rocksdb_live_data_bytes_;
+  std::function<uint64_t()> rocksdb_live_data_;  // guarded by mu_
 };
 
 }  // namespace ringq::http

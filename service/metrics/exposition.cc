@@ -50,10 +50,17 @@ bool ValidLabelName(std::string_view name) {
 void AppendEscapedLabelValue(std::string_view v, std::string* out) {
   for (char c : v) {
     switch (c) {
-      case '\\': out->append("\\\\"); break;
-      case '"': out->append("\\\""); break;
-      case '\n': out->append("\\n"); break;
-      default: out->push_back(c);
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      default:
+        out->push_back(c);
     }
   }
 }
@@ -61,9 +68,14 @@ void AppendEscapedLabelValue(std::string_view v, std::string* out) {
 void AppendEscapedHelp(std::string_view v, std::string* out) {
   for (char c : v) {
     switch (c) {
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      default: out->push_back(c);
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      default:
+        out->push_back(c);
     }
   }
 }
@@ -91,9 +103,15 @@ void TextWriter::Family(std::string_view name, Type type, std::string_view help)
   AppendEscapedHelp(help, &out_);
   out_.append("\n# TYPE ").append(name);
   switch (type) {
-    case Type::kCounter: out_.append(" counter\n"); break;
-    case Type::kGauge: out_.append(" gauge\n"); break;
-    case Type::kHistogram: out_.append(" histogram\n"); break;
+    case Type::kCounter:
+      out_.append(" counter\n");
+      break;
+    case Type::kGauge:
+      out_.append(" gauge\n");
+      break;
+    case Type::kHistogram:
+      out_.append(" histogram\n");
+      break;
   }
 }
 
@@ -138,7 +156,7 @@ void TextWriter::Sample(Labels labels, uint64_t value) {
 }
 
 void TextWriter::HistogramSample(Labels labels, const HistogramData& data,
-                           const HistogramLayout& layout) {
+                                 const HistogramLayout& layout) {
   Check(type_ == Type::kHistogram, "histogram outside a histogram family", family_);
   const size_t n = layout.bounds.size() + 1;
   // An empty HistogramData (nothing merged yet) is all zeros.

@@ -56,7 +56,7 @@ class TextWriter {
   // One labelled series of the open histogram family.
   void HistogramSample(Labels labels, const HistogramData& data, const HistogramLayout& layout);
   void HistogramSample(std::initializer_list<Label> labels, const HistogramData& data,
-                 const HistogramLayout& layout) {
+                       const HistogramLayout& layout) {
     HistogramSample(Labels(labels.begin(), labels.size()), data, layout);
   }
 

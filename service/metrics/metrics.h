@@ -158,30 +158,29 @@ class LabelBudget {
 // Request latency in ns: 25 us .. 10 s. A push answered from memory takes tens
 // of microseconds; one behind an fdatasync, 0.1..10 ms on SSDs.
 inline constexpr uint64_t kRequestLatencyNsBounds[] = {
-    25'000,      50'000,      100'000,       250'000,       500'000,      1'000'000,
-    2'500'000,   5'000'000,   10'000'000,    25'000'000,    50'000'000,   100'000'000,
+    25'000,      50'000,      100'000,       250'000,       500'000,       1'000'000,
+    2'500'000,   5'000'000,   10'000'000,    25'000'000,    50'000'000,    100'000'000,
     250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
 inline constexpr HistogramLayout kRequestLatencyNs{kRequestLatencyNsBounds, 1e9};
 
 // Job times in ms (the engine clock's resolution): 1 ms .. 1 h. Time in a
 // queue and time in a worker range from nothing to hours under a backlog.
 inline constexpr uint64_t kJobTimeMsBounds[] = {
-    1,     5,     10,     25,     50,      100,     250,     500,     1'000,    2'500,
+    1,     5,      10,     25,     50,      100,     250,     500,       1'000,    2'500,
     5'000, 10'000, 30'000, 60'000, 120'000, 300'000, 600'000, 1'800'000, 3'600'000};
 inline constexpr HistogramLayout kJobTimeMs{kJobTimeMsBounds, 1e3};
 
 // Disk sync latency in ns: 10 us .. 2.5 s (NVMe fdatasync is tens of us; a
 // stalled disk takes seconds).
 inline constexpr uint64_t kSyncLatencyNsBounds[] = {
-    10'000,     25'000,     50'000,      100'000,     250'000,     500'000,
-    1'000'000,  2'500'000,  5'000'000,   10'000'000,  25'000'000,  50'000'000,
+    10'000,      25'000,      50'000,      100'000,       250'000,      500'000,
+    1'000'000,   2'500'000,   5'000'000,   10'000'000,    25'000'000,   50'000'000,
     100'000'000, 250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000};
 inline constexpr HistogramLayout kSyncLatencyNs{kSyncLatencyNsBounds, 1e9};
 
 // A count of things per batch: 1 .. 65536 in powers of two.
-inline constexpr uint64_t kBatchCountBounds[] = {1,   2,    4,    8,    16,    32,
-                                                 64,  128,  256,  512,  1024,  2048,
-                                                 4096, 8192, 16384, 32768, 65536};
+inline constexpr uint64_t kBatchCountBounds[] = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
 inline constexpr HistogramLayout kBatchCount{kBatchCountBounds, 1.0};
 
 }  // namespace ringq::metrics

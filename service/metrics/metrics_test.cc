@@ -2,6 +2,8 @@
 // cells count what they are told. Method: write families through TextWriter
 // and compare exact text (escaping, number formats, cumulative buckets ending
 // in +Inf with _count equal to it); drive cells from several threads.
+#include "service/metrics/metrics.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "service/metrics/exposition.h"
-#include "service/metrics/metrics.h"
 #include "service/metrics/registry.h"
 
 namespace ringq::metrics {
@@ -62,10 +63,10 @@ TEST(Exposition, HistogramBucketsAreCumulativeAndEndInInf) {
   static constexpr uint64_t kBounds[] = {1'000'000, 5'000'000, 10'000'000};  // ns
   const HistogramLayout layout{kBounds, 1e9};
   Histogram h(layout);
-  h.Observe(500'000);       // <= 1 ms
-  h.Observe(1'000'000);     // == bound: le is inclusive
-  h.Observe(7'000'000);     // <= 10 ms
-  h.Observe(60'000'000, 2); // +Inf, twice
+  h.Observe(500'000);        // <= 1 ms
+  h.Observe(1'000'000);      // == bound: le is inclusive
+  h.Observe(7'000'000);      // <= 10 ms
+  h.Observe(60'000'000, 2);  // +Inf, twice
   HistogramData d;
   h.MergeInto(d);
   EXPECT_EQ(d.Count(), 5u);

@@ -38,9 +38,9 @@ class Registry {
  private:
   std::mutex mu_;
   std::vector<Collector*> collectors_;  // guarded by mu_
-  uint64_t scrapes_total_ = 0;         // guarded by mu_
-  double last_scrape_seconds_ = 0;     // guarded by mu_
-  uint64_t last_scrape_bytes_ = 0;     // guarded by mu_
+  uint64_t scrapes_total_ = 0;          // guarded by mu_
+  double last_scrape_seconds_ = 0;      // guarded by mu_
+  uint64_t last_scrape_bytes_ = 0;      // guarded by mu_
 };
 
 }  // namespace ringq::metrics
