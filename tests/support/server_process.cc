@@ -1,6 +1,7 @@
 #include "tests/support/server_process.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +52,8 @@ bool ServerProcess::Start(int timeout_ms) {
   exit_status_ = -1;
   pid_ = fork();
   if (pid_ == 0) {
+    // A test killed mid-run must not leave its server behind.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     for (const auto& [name, value] : env_) setenv(name.c_str(), value.c_str(), 1);
     FILE* log = std::fopen(log_path_.c_str(), "a");
     if (log) dup2(fileno(log), STDERR_FILENO);
