@@ -182,7 +182,9 @@ void EncodeRecordPayload(const engine::Record& r, std::string* o) {
   if (r.job != nullptr) CheckRecordState(r);
   switch (r.type) {
     case T::kPush: {
-      std::string spec;
+      // Per-thread scratch: no allocation per record once it has grown.
+      thread_local std::string spec;
+      spec.clear();
       EncodeSpec(*r.job, &spec);
       PutBytes(o, spec);
       EncodeState(*r.job, o);
@@ -192,17 +194,13 @@ void EncodeRecordPayload(const engine::Record& r, std::string* o) {
     case T::kFail:
     case T::kExpire:
     case T::kCancel:
-    case T::kRetryDead: {
-      std::string state;
-      EncodeState(*r.job, &state);
-      PutBytes(o, state);
-      return;
-    }
+    case T::kRetryDead:
     case T::kAck: {
-      std::string state;
+      thread_local std::string state;
+      state.clear();
       EncodeState(*r.job, &state);
       PutBytes(o, state);
-      PutBytes(o, r.job->result);
+      if (r.type == T::kAck) PutBytes(o, r.job->result);
       return;
     }
     case T::kForget:

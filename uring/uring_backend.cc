@@ -77,7 +77,6 @@ class UringBackend final : public SyncBackend {
       } else if (tag == kTagSync) {
         if (res == -ECANCELED && retry_) continue;  // its write was short or interrupted
         if (res < 0) Fatal("fdatasync", -res);      // never retried (the fsync lesson)
-        synced_ = true;
       }
     }
     if (outstanding_ > 0) return false;
@@ -93,7 +92,6 @@ class UringBackend final : public SyncBackend {
  private:
   void Submit() {
     retry_ = false;
-    synced_ = false;
     const size_t left = len_ - done_;
     if (left > 0) {
       io_uring_sqe* w = io_uring_get_sqe(&ring_);
@@ -126,7 +124,6 @@ class UringBackend final : public SyncBackend {
   size_t len_ = 0;
   size_t done_ = 0;
   bool sync_ = false;
-  bool synced_ = false;
   bool retry_ = false;
   int outstanding_ = 0;
 };

@@ -875,7 +875,6 @@ void Scheduler::CollectGauges(std::vector<QueueGauges>* out) {
 }
 
 void Scheduler::CheckInvariants() const {
-  uint64_t live_total = 0;
   for (const auto& [name, q] : queues_) {
     uint64_t w = 0, d = 0, a = 0;
     for (const auto& [id, job] : jobs_) {
@@ -897,9 +896,7 @@ void Scheduler::CheckInvariants() const {
     }
     RINGQ_CHECK(kept == q->kept[4] + q->kept[6] + q->kept[7]);
     for (const auto& [key, id] : q->unique) RINGQ_CHECK(IsLive(jobs_.at(id).state));
-    live_total += w + d + a;
   }
-  (void)live_total;
 }
 
 }  // namespace ringq::engine

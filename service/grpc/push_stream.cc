@@ -87,7 +87,6 @@ class PushStreamCall final
     std::unique_lock lock(mu_);
     writing_ = false;
     if (!ok) {
-      broken_ = true;  // client went away; OnDone follows after Finish
       FinishLocked(lock, grpc::Status::CANCELLED);
       return;
     }
@@ -103,7 +102,6 @@ class PushStreamCall final
 
   void OnCancel() override {
     std::unique_lock lock(mu_);
-    broken_ = true;
     FinishLocked(lock, grpc::Status::CANCELLED);
   }
 
@@ -168,7 +166,6 @@ class PushStreamCall final
   bool read_paused_ = false;
   bool read_eof_ = false;
   bool finished_ = false;
-  bool broken_ = false;
 };
 
 }  // namespace

@@ -295,7 +295,6 @@ class SubscribeCall final
     if (!unroutable.empty()) SettleDone(std::move(unroutable));
     auto self = shared_from_this();
     for (auto& [shard, batch] : by_shard) {
-      const size_t n = batch.acks.size() + batch.fails.size() + batch.extends.size();
       bool ok = engine_.Post(shard, [self, batch = std::move(batch)](Shard& sh) mutable {
         std::vector<v1::SettleResult> results;
         results.reserve(batch.acks.size() + batch.fails.size() + batch.extends.size());
@@ -342,7 +341,6 @@ class SubscribeCall final
           r.set_op(op);
           ToProto(engine::ResourceExhausted("shard inbox is full; retry later"), r.mutable_error());
         };
-        (void)n;
         for (const auto& a : batch.acks) add(a.id(), v1::SETTLE_OP_ACK);
         for (const auto& f : batch.fails) add(f.id(), v1::SETTLE_OP_FAIL);
         for (const auto& e : batch.extends) add(e.id(), v1::SETTLE_OP_EXTEND);
