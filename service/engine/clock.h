@@ -23,6 +23,14 @@ class SystemClock final : public Clock {
   }
 };
 
+// The clock of latency metrics (push latency): monotonic nanoseconds, real
+// time whatever Clock the engine runs on.
+inline uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
 // Test clock: moves only when told to.
 class FakeClock final : public Clock {
  public:

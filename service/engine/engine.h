@@ -44,6 +44,19 @@ class Engine {
   const Limits& limits() const { return options_.limits; }
   const EngineOptions& options() const { return options_; }
 
+  // Runs `task` at once when called on that shard's own thread (a request
+  // read by the shard's network loop for a queue it owns: no inbox hop),
+  // else posts it. Only for callers outside the scheduler's own calls (the
+  // network handlers), never from inside a scheduler callback.
+  [[nodiscard]] bool Run(uint32_t shard, Shard::Task task) {
+    Shard& sh = *shards_[shard];
+    if (Shard::Current() == &sh) {
+      task(sh);
+      return true;
+    }
+    return sh.Post(std::move(task));
+  }
+
   // False when the shard's inbox is full or it stopped.
   [[nodiscard]] bool Post(uint32_t shard, Shard::Task task) {
     return shards_[shard]->Post(std::move(task));

@@ -12,6 +12,8 @@
 namespace ringq::engine {
 
 namespace {
+thread_local Shard* current_shard = nullptr;
+
 void Die(const char* what) {
   std::fprintf(stderr, "ringq: fatal: %s: errno %d\n", what, errno);
   std::abort();
@@ -31,6 +33,8 @@ Shard::~Shard() {
   Stop();
   if (event_fd_ >= 0) close(event_fd_);
 }
+
+Shard* Shard::Current() { return current_shard; }
 
 void Shard::Start() {
   thread_ = std::thread([this] { Run(); });
@@ -74,6 +78,8 @@ void Shard::AfterCommit(std::function<void()> reply) {
 }
 
 void Shard::Run() {
+  current_shard = this;
+  if (io_ != nullptr) io_->Watch(event_fd_, journal_->wake_fd());
   while (true) {
     const uint64_t now = clock_.NowMs();
     const uint64_t next = std::min(scheduler_.NextDeadlineMs(), journal_->NextWakeMs());
@@ -90,10 +96,14 @@ void Shard::Run() {
 }
 
 void Shard::RunOnce(uint64_t wait_ms) {
-  pollfd pfds[2] = {{event_fd_, POLLIN, 0}, {journal_->wake_fd(), POLLIN, 0}};
-  const int nfds = pfds[1].fd >= 0 ? 2 : 1;
-  const int rc = poll(pfds, nfds, static_cast<int>(wait_ms));
-  if (rc < 0 && errno != EINTR) Die("poll");
+  if (io_ != nullptr) {
+    io_->Wait(wait_ms);
+  } else {
+    pollfd pfds[2] = {{event_fd_, POLLIN, 0}, {journal_->wake_fd(), POLLIN, 0}};
+    const int nfds = pfds[1].fd >= 0 ? 2 : 1;
+    const int rc = poll(pfds, nfds, static_cast<int>(wait_ms));
+    if (rc < 0 && errno != EINTR) Die("poll");
+  }
   uint64_t counter;
   if (read(event_fd_, &counter, sizeof counter) < 0 && errno != EAGAIN) Die("eventfd read");
   journal_->Reap();
@@ -115,6 +125,7 @@ void Shard::RunOnce(uint64_t wait_ms) {
   }
   scheduler_.OnDurable(durable);
   scheduler_.Dispatch();
+  if (io_ != nullptr) io_->Flush();
 }
 
 }  // namespace ringq::engine

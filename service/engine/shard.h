@@ -27,6 +27,22 @@
 
 namespace ringq::engine {
 
+// The shard loop's wait, when something else than poll(2) must run on the
+// shard thread: the RQP network loop and the shared io_uring (service/rqp).
+// All calls on the shard thread.
+class ShardIo {
+ public:
+  virtual ~ShardIo() = default;
+  // Once, before the first Wait: readability of these fds must end Wait
+  // (journal_fd may be -1). The shard reads them itself.
+  virtual void Watch(int inbox_fd, int journal_fd) = 0;
+  // Waits at most wait_ms for a watched fd or I/O, then runs the I/O
+  // handlers that are ready (they may run tasks of this shard inline).
+  virtual void Wait(uint64_t wait_ms) = 0;
+  // End of every loop iteration: start sending what the iteration produced.
+  virtual void Flush() = 0;
+};
+
 class Shard {
  public:
   using Task = std::function<void(Shard&)>;
@@ -41,12 +57,19 @@ class Shard {
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
+  // Before Start: the wait of the loop (nullptr: poll(2) on the inbox and
+  // the journal). `io` outlives the shard's thread.
+  void SetIo(ShardIo* io) { io_ = io; }
+
   void Start();
   void Stop();
 
   // Any thread. False when the inbox holds inbox_max tasks or the shard
   // stopped: the caller answers RESOURCE_EXHAUSTED / UNAVAILABLE.
   [[nodiscard]] bool Post(Task task);
+
+  // The shard whose thread is calling, or nullptr on any other thread.
+  static Shard* Current();
 
   // Shard thread only.
   void AfterCommit(std::function<void()> reply);
@@ -64,6 +87,7 @@ class Shard {
   const Clock& clock_;
   std::unique_ptr<Journal> journal_;
   Scheduler scheduler_;
+  ShardIo* io_ = nullptr;
 
   std::mutex mu_;
   std::vector<Task> inbox_;  // guarded by mu_

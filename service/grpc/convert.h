@@ -1,29 +1,20 @@
-// Conversions between the ringq.v1 protobuf messages and the engine's
-// structs, and from engine Status to grpc::Status. The only place that knows
-// both shapes.
+// The gRPC edge of the conversions: engine Status to grpc::Status, plus the
+// transport-neutral proto conversions of service/api/convert.h.
 #pragma once
 
 #include <grpcpp/support/status.h>
 
-#include "ringq/v1/queue.pb.h"
-#include "service/engine/job.h"
-#include "service/engine/scheduler.h"
+#include "service/api/convert.h"
 
 namespace ringq::grpcsvc {
 
-grpc::Status ToGrpc(const engine::Status& s);
-void ToProto(const engine::Status& s, v1::Error* out);
+using api::Accumulate;
+using api::FromProto;
+using api::ToProto;
 
-// Copies a JobSpec from the wire and validates it (ValidateSpec). `field` is
-// the prefix for error messages, e.g. "jobs[3]".
-engine::Status FromProto(const v1::JobSpec& in, const engine::Limits& limits,
-                         engine::JobSpec* out);
-
-v1::JobState ToProto(engine::JobState s);
-void ToProto(const engine::Job& job, v1::Job* out);
-void ToProto(const engine::Delivery& d, v1::Delivery* out);
-void ToProto(const engine::QueueCounts& c, v1::QueueStats* out);
-// Adds b's counts into a (totals).
-void Accumulate(const engine::QueueCounts& b, engine::QueueCounts* a);
+inline grpc::Status ToGrpc(const engine::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
+}
 
 }  // namespace ringq::grpcsvc

@@ -27,16 +27,12 @@
 #include <string>
 #include <utility>
 
+#include "service/engine/clock.h"
 #include "service/metrics/registry.h"
 
 namespace ringq::grpcsvc {
 
-// The clock of latency metrics (push latency): monotonic nanoseconds.
-inline uint64_t MonotonicNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
+using engine::MonotonicNs;
 
 // The methods of ringq.v1.Queue. GrpcProbe's constructor checks this list
 // against the service descriptor: an RPC added to the proto and not here

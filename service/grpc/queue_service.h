@@ -1,10 +1,9 @@
 // QueueService: the ringq.v1.Queue gRPC API over the engine.
 //
-// Holds no queue state. Each call is validated here (bad input never reaches
-// a shard), turned into a task for the shard that owns the queue or job, and
-// answered from that shard's thread once the shard says the change is
-// committed (Shard::AfterCommit). Calls spanning shards (PushBatch, Stats,
-// ListQueues) fan out and gather.
+// Holds no queue state. Unary calls are counted here and executed by
+// api::Ops (validation, routing to the owning shard, fan-out, answering once
+// the change is durable), shared with the RQP server; streaming calls are
+// gRPC reactors over the transport-neutral cores.
 //
 // Threads: gRPC's callback threads call in; shard threads call Finish and
 // stream writes. Streaming calls are objects whose lifetime is shared by gRPC
@@ -15,8 +14,13 @@
 #include <memory>
 
 #include "ringq/v1/queue.grpc.pb.h"
+#include "service/api/ops.h"
 #include "service/engine/engine.h"
 #include "service/grpc/probe.h"
+
+namespace ringq::api {
+class StreamRegistry;
+}  // namespace ringq::api
 
 namespace ringq::grpcsvc {
 
@@ -30,7 +34,6 @@ struct StreamLimits {
   uint32_t settle_pending_max = 16'384;
 };
 
-class StreamRegistry;
 
 class QueueService final : public v1::Queue::CallbackService {
  public:
@@ -72,19 +75,15 @@ class QueueService final : public v1::Queue::CallbackService {
   Unary* PurgeDead(Ctx* ctx, const v1::DeadSelector* req, v1::PurgeDeadResponse* resp) override;
 
  private:
-  // Posts `task` to `shard`; when the inbox is full, finishes `r` with
-  // RESOURCE_EXHAUSTED instead.
-  void PostOr(const Reply& r, uint32_t shard, engine::Shard::Task task);
   // The reply of a unary call, counted: call started, request bytes.
   Reply Begin(Ctx* ctx, Rpc rpc, const google::protobuf::MessageLite& request,
               const google::protobuf::MessageLite* response);
-  // The shard of a job id, or false (NOT_FOUND) for an id no shard made.
-  bool JobShard(uint64_t id, uint32_t* shard) const;
 
   engine::Engine& engine_;
   const StreamLimits limits_;
   GrpcProbe* const probe_;
-  std::unique_ptr<StreamRegistry> streams_;
+  api::Ops ops_;
+  std::unique_ptr<api::StreamRegistry> streams_;
 };
 
 }  // namespace ringq::grpcsvc

@@ -1,11 +1,6 @@
-#include "service/grpc/convert.h"
+#include "service/api/convert.h"
 
-namespace ringq::grpcsvc {
-
-grpc::Status ToGrpc(const engine::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
-}
+namespace ringq::api {
 
 void ToProto(const engine::Status& s, v1::Error* out) {
   out->set_code(static_cast<uint32_t>(s.code()));
@@ -135,4 +130,4 @@ void Accumulate(const engine::QueueCounts& b, engine::QueueCounts* a) {
   a->subscribers += b.subscribers;
 }
 
-}  // namespace ringq::grpcsvc
+}  // namespace ringq::api
