@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "uring/crash_point.h"
+#include "uring/ring.h"
 #include "uring/wal_format.h"
 
 namespace ringq::uring {
@@ -37,13 +38,15 @@ uint64_t MonoNs() {
 
 const char* DurabilityName(Durability d) { return d == Durability::kSync ? "sync" : "batch"; }
 const char* IoBackendName(IoBackendKind b) {
-  return b == IoBackendKind::kUring ? "io_uring" : "portable";
+  // The portable backend is epoll for the network and pwrite+fdatasync on an
+  // I/O thread for the WAL: named after its event loop.
+  return b == IoBackendKind::kUring ? "io_uring" : "epoll";
 }
 
 IoBackendKind ChooseIoBackend(std::string* why) {
   const char* env = std::getenv("RINGQ_IO");
-  if (env != nullptr && std::strcmp(env, "portable") == 0) {
-    *why = "forced by RINGQ_IO=portable";
+  if (env != nullptr && (std::strcmp(env, "epoll") == 0 || std::strcmp(env, "portable") == 0)) {
+    *why = std::string("forced by RINGQ_IO=") + env;
     return IoBackendKind::kPortable;
   }
   if (MakeUringBackend() != nullptr) {
@@ -64,7 +67,12 @@ Wal::Wal(const WalOptions& options, uint64_t next_lsn)
   std::error_code ec;
   std::filesystem::create_directories(options_.dir, ec);
   if (ec) FailStop("create " + options_.dir, ec.value());
-  if (options_.backend == IoBackendKind::kUring) backend_ = MakeUringBackend();
+  if (options_.backend == IoBackendKind::kUring && options_.ring != nullptr) {
+    backend_ = MakeUringBackend(options_.ring);
+    shared_ring_ = options_.ring;
+  } else if (options_.backend == IoBackendKind::kUring) {
+    backend_ = MakeUringBackend();
+  }
   if (!backend_) backend_ = MakePortableBackend();
   // Leftovers: recovery replayed and retired older segments; a spare from a
   // previous run is just removed.
@@ -85,10 +93,17 @@ Wal::Wal(const WalOptions& options, uint64_t next_lsn)
 Wal::~Wal() {
   // The shard drains first; should anything still fly, wait for it: the
   // backend writes from in_flight_chunk_ (bounded: 10 s, then fail-stop).
+  // On a shared ring nobody else dispatches now: drive it here (the network
+  // loop was stopped first, wal.h).
+  constexpr uint64_t kRingWaitMs = 10;
   const uint64_t give_up = MonoNs() + 10'000'000'000ull;
   while (in_flight_) {
     if (MonoNs() > give_up) FailStop("write still in flight at close", ETIMEDOUT);
-    if (backend_->Poll()) in_flight_ = false;
+    if (backend_->Poll()) {
+      in_flight_ = false;
+    } else if (shared_ring_ != nullptr) {
+      shared_ring_->SubmitAndWait(kRingWaitMs);
+    }
   }
   if (fd_ >= 0) close(fd_);
   if (spare_fd_ >= 0) {

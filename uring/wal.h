@@ -36,6 +36,8 @@
 
 namespace ringq::uring {
 
+class Ring;
+
 enum class Durability : uint8_t { kSync, kBatch };
 enum class IoBackendKind : uint8_t { kUring, kPortable };
 
@@ -59,6 +61,13 @@ struct WalOptions {
   // Tests only: retired segments move to <dir>/archive/ instead of being
   // deleted, so a checker can replay the whole log (disk use is unbounded).
   bool archive = false;
+  // The shard's shared io_uring (ring.h), with backend kUring: the write and
+  // its fdatasync are prepared on it and go out with the shard loop's next
+  // Ring::SubmitAndWait, together with the network's SQEs. Reap() then only
+  // looks at what that dispatch recorded; event_fd() is -1 (the ring's wait
+  // is the wakeup). nullptr: the Wal owns a small ring and an eventfd.
+  // Not owned; must outlive the Wal.
+  Ring* ring = nullptr;
 };
 
 // Retires one segment file: deletes it, or moves it to <dir>/archive/.
@@ -72,11 +81,17 @@ class SyncBackend {
   virtual void Start(int fd, uint64_t offset, const char* data, size_t len, bool sync) = 0;
   // Non-blocking: true once the operation in flight completed. Fail-stop on error.
   virtual bool Poll() = 0;
-  // Readable when a completion may be ready (for the shard's wait).
+  // Readable when a completion may be ready (for the shard's wait); -1 when
+  // completions arrive through a shared Ring instead.
   virtual int event_fd() const = 0;
 };
 
 std::unique_ptr<SyncBackend> MakeUringBackend();     // nullptr if io_uring cannot be set up
+// On the shard's shared ring: Start() prepares the linked SQEs without
+// submitting; the ring's dispatch records their results; Poll() never enters
+// the kernel nor dispatches (it prepares the rest of a short write itself).
+// nullptr `shared`: the same as MakeUringBackend().
+std::unique_ptr<SyncBackend> MakeUringBackend(Ring* shared);
 std::unique_ptr<SyncBackend> MakePortableBackend();
 
 // A chunk of encoded records that is now durable, for the checkpointer.
@@ -92,6 +107,9 @@ class Wal {
   // dealt with the old ones). Aborts with a message when the directory
   // cannot be used.
   Wal(const WalOptions& options, uint64_t next_lsn);
+  // Waits (bounded: 10 s, then fail-stop) for a write still in flight. With a
+  // shared ring it drives ring->SubmitAndWait itself, which dispatches every
+  // completion of that ring: stop the network loop (net::Loop::Stop) first.
   ~Wal();
   Wal(const Wal&) = delete;
   Wal& operator=(const Wal&) = delete;
@@ -112,6 +130,7 @@ class Wal {
   uint64_t durable_lsn() const { return durable_lsn_; }
   bool space_ok() const { return space_ok_; }
   uint64_t disk_bytes() const { return disk_bytes_; }
+  // -1 with a shared ring (WalOptions::ring): wait on the ring instead.
   int event_fd() const { return backend_->event_fd(); }
   // When Submit should run next even without new records (batch mode), or UINT64_MAX.
   uint64_t NextWakeMs() const;
@@ -161,6 +180,7 @@ class Wal {
 
   const WalOptions options_;
   std::unique_ptr<SyncBackend> backend_;
+  Ring* shared_ring_ = nullptr;  // set when backend_ runs on options_.ring
   uint64_t next_lsn_;
   uint64_t durable_lsn_;
 

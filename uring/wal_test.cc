@@ -1,9 +1,12 @@
 // Tests of the group-commit WAL writer (wal.h), run once per SyncBackend
-// (io_uring, skipped with a reason where it cannot be set up, and portable),
-// against real files in a fresh directory under /tmp per test. Each test
-// appends, drives Reap() until the records are durable (waiting on
-// event_fd() with a bounded poll: a lost wakeup fails the test after 5 s
-// instead of hanging), then reads the segment files back with ScanRecords.
+// (io_uring on its own ring, io_uring on a shared Ring (ring.h) as the shard
+// loop runs it, both skipped with a reason where io_uring cannot be set up,
+// and portable), against real files in a fresh directory under /tmp per test.
+// Each test appends, drives Reap() until the records are durable (waiting on
+// event_fd() with a bounded poll, or with a shared ring on
+// Ring::SubmitAndWait as the shard loop does: a lost wakeup fails the test
+// after 5 s instead of hanging), then reads the segment files back with
+// ScanRecords.
 // Batch-mode tests drive a fake clock so their sync counts are exact.
 #include "uring/wal.h"
 
@@ -30,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "uring/ring.h"
 #include "uring/wal_format.h"
 
 namespace ringq::uring {
@@ -39,7 +43,14 @@ inline void PrintTo(ScanStop s, std::ostream* os) {
   *os << (s == ScanStop::kEnd ? "kEnd" : s == ScanStop::kTorn ? "kTorn" : "kCorrupt");
 }
 
-inline void PrintTo(IoBackendKind b, std::ostream* os) { *os << IoBackendName(b); }
+// How the test's Wal does its I/O: a SyncBackend kind, and for io_uring
+// whether on its own ring or on a shared Ring (WalOptions::ring).
+enum class WalMode : uint8_t { kUring, kUringShared, kPortable };
+
+inline const char* WalModeName(WalMode m) {
+  return m == WalMode::kUring ? "Uring" : m == WalMode::kUringShared ? "UringShared" : "Portable";
+}
+inline void PrintTo(WalMode m, std::ostream* os) { *os << WalModeName(m); }
 
 namespace {
 
@@ -47,6 +58,11 @@ constexpr uint64_t kSeed = 0x3a1'5eed'77ull;
 constexpr uint64_t kWaitMsMax = 5000;  // per Drain: a stuck writer fails, never hangs
 constexpr int kDrainIterationsMax = 100'000;
 constexpr uint64_t kNoWake = std::numeric_limits<uint64_t>::max();
+
+// The shared ring the current test's Wal runs on (WalMode::kUringShared), or
+// nullptr: the waits below drive it as the shard loop would. Set by the
+// fixture (and by a forked death-test child for its own ring).
+Ring* g_shared_ring = nullptr;
 
 uint64_t NowMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -86,6 +102,19 @@ struct Appended {
   uint64_t last() const { return base + recs.size() - 1; }
 };
 
+// Waits up to timeout_ms for the Wal's I/O to make progress: on the shared
+// ring one SubmitAndWait (which also submits what Reap prepared), else a poll
+// of event_fd(). >0: something completed (or may have), 0: timeout, <0: -errno.
+int WaitForWal(const Wal& wal, uint64_t timeout_ms) {
+  if (g_shared_ring != nullptr) {
+    if (wal.event_fd() != -1) return -EINVAL;  // a shared-ring Wal has no eventfd
+    return g_shared_ring->SubmitAndWait(timeout_ms) > 0 ? 1 : 0;
+  }
+  pollfd p{wal.event_fd(), POLLIN, 0};
+  const int rc = poll(&p, 1, static_cast<int>(timeout_ms));
+  return rc < 0 ? -errno : rc;
+}
+
 // Reaps until everything appended is written (durable_lsn == last_lsn and
 // nothing queued), collecting committed chunks into `committed` if given.
 ::testing::AssertionResult Drain(Wal& wal, std::vector<CommittedChunk>* committed = nullptr,
@@ -103,14 +132,13 @@ struct Appended {
     if (wal.durable_lsn() == wal.last_lsn() && wal.idle()) return ::testing::AssertionSuccess();
     const uint64_t now = NowMs();
     if (now >= deadline) break;
-    pollfd p{wal.event_fd(), POLLIN, 0};
-    const int rc = poll(&p, 1, static_cast<int>(deadline - now));
-    if (rc < 0 && errno != EINTR) {
-      return ::testing::AssertionFailure() << "poll(event_fd): " << std::strerror(errno);
+    const int rc = WaitForWal(wal, deadline - now);
+    if (rc < 0 && rc != -EINTR) {
+      return ::testing::AssertionFailure() << "waiting for the WAL: " << std::strerror(-rc);
     }
     if (rc == 0) {
       return ::testing::AssertionFailure()
-             << "event_fd not readable within " << kWaitMsMax << " ms while durable_lsn "
+             << "no completion within " << kWaitMsMax << " ms while durable_lsn "
              << wal.durable_lsn() << " < last_lsn " << wal.last_lsn() << " (lost wakeup?)";
     }
   }
@@ -230,18 +258,32 @@ uint64_t FileBytesInDir(const std::string& dir) {
   return ::testing::AssertionSuccess();
 }
 
-class WalTest : public ::testing::TestWithParam<IoBackendKind> {
+// A small shared ring, as a shard would create (without its network).
+std::unique_ptr<Ring> MakeTestRing(std::string* why) {
+  RingOptions ro;
+  ro.entries = 64;
+  return Ring::Create(ro, why);
+}
+
+class WalTest : public ::testing::TestWithParam<WalMode> {
  protected:
   void SetUp() override {
-    if (GetParam() == IoBackendKind::kUring && MakeUringBackend() == nullptr) {
+    if (GetParam() != WalMode::kPortable && MakeUringBackend() == nullptr) {
       GTEST_SKIP() << "io_uring cannot be set up here (old kernel, kernel.io_uring_disabled, or "
                       "a seccomp profile); the portable backend case still runs";
+    }
+    if (GetParam() == WalMode::kUringShared) {
+      std::string why;
+      ring_ = MakeTestRing(&why);
+      if (ring_ == nullptr) GTEST_SKIP() << "shared Ring cannot be set up here: " << why;
+      g_shared_ring = ring_.get();
     }
     char tmpl[] = "/tmp/ringq_wal_test.XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr) << std::strerror(errno);
     dir_ = tmpl;
   }
   void TearDown() override {
+    g_shared_ring = nullptr;
     if (!dir_.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
@@ -251,7 +293,8 @@ class WalTest : public ::testing::TestWithParam<IoBackendKind> {
   WalOptions Options() const {
     WalOptions o;
     o.dir = dir_;
-    o.backend = GetParam();
+    o.backend = GetParam() == WalMode::kPortable ? IoBackendKind::kPortable : IoBackendKind::kUring;
+    o.ring = ring_.get();
     o.segment_bytes = 1 << 20;
     o.durability = Durability::kSync;
     o.sync_interval_ms = 10;
@@ -272,6 +315,7 @@ class WalTest : public ::testing::TestWithParam<IoBackendKind> {
   }
 
   std::string dir_;
+  std::unique_ptr<Ring> ring_;  // kUringShared only; outlives every Wal of the test
 };
 
 // Goal: K records appended and reaped are durable and on disk in order: one
@@ -491,8 +535,19 @@ TEST_P(WalTest, SpaceLimitHoldsWhenAChunkDoesNotFitTheCurrentSegment) {
   o.wal_bytes_max = 2 * o.segment_bytes;
   const std::string dir = dir_;
   auto scenario = [&] {
+    // A forked child must not touch the parent's ring (liburing keeps SQ
+    // indexes in process memory): a shared-ring case gets its own.
+    std::unique_ptr<Ring> child_ring;
+    WalOptions co = o;
+    if (co.ring != nullptr) {
+      std::string why;
+      child_ring = MakeTestRing(&why);
+      if (child_ring == nullptr) std::_Exit(7);
+      co.ring = child_ring.get();
+      g_shared_ring = child_ring.get();
+    }
     std::mt19937_64 rng(kSeed);
-    Wal wal(o, 1);
+    Wal wal(co, 1);
     Appended log;
     for (int i = 0; i < 200 && SegmentFirstLsns(dir).size() < 2; ++i) {
       log.AddRandom(wal, rng, 1000, 1000);
@@ -585,8 +640,7 @@ TEST_P(WalTest, BatchModeSyncsOnItsIntervalNotPerWrite) {
   const uint64_t deadline = NowMs() + kWaitMsMax;
   while (!(wal.NextWakeMs() == kNoWake && wal.idle()) && NowMs() < deadline) {
     wal.Reap(now);
-    pollfd p{wal.event_fd(), POLLIN, 0};
-    poll(&p, 1, 10);
+    WaitForWal(wal, 10);
   }
   EXPECT_EQ(wal.NextWakeMs(), kNoWake) << "the tail was never synced";
   EXPECT_EQ(wal.TakeStats().syncs, 1u);
@@ -694,11 +748,69 @@ TEST_P(WalTest, ReopenAppendsInANewSegmentAfterTheOldOne) {
   EXPECT_EQ(wal.disk_bytes(), FileBytesInDir(dir_));
 }
 
+// Goal: on a shared ring the Wal behaves as the shard loop relies on:
+// event_fd() is -1; Reap() prepares the linked write+fdatasync but never
+// enters the kernel (enters() moves only in SubmitAndWait); another user's
+// SQE (a NOP standing for the network's) goes out in the same enter and
+// reaches its own Completion; and ~Wal drives the ring itself to finish a
+// write that nobody submitted. Method: count enters around every call.
+TEST(WalSharedRingTest, ReapNeverEntersTheKernelAndShutdownDrivesTheRing) {
+  std::string why;
+  std::unique_ptr<Ring> ring = MakeTestRing(&why);
+  if (ring == nullptr) GTEST_SKIP() << "shared Ring cannot be set up here: " << why;
+  char tmpl[] = "/tmp/ringq_wal_test.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr) << std::strerror(errno);
+  const std::string dir = tmpl;
+  struct Counter final : Ring::Completion {
+    int calls = 0;
+    int res = -1;
+    void OnComplete(int r, uint32_t) override {
+      ++calls;
+      res = r;
+    }
+  } nop;
+  WalOptions o;
+  o.dir = dir;
+  o.backend = IoBackendKind::kUring;
+  o.ring = ring.get();
+  o.segment_bytes = 1 << 20;
+  std::mt19937_64 rng(kSeed);
+  Appended log;
+  {
+    Wal wal(o, 1);
+    EXPECT_EQ(wal.event_fd(), -1);
+    log.AddRandom(wal, rng, 10, 100);
+    uint64_t enters = ring->enters();
+    wal.Reap(NowMs());
+    EXPECT_EQ(ring->pending(), 2u) << "write + linked fdatasync prepared, not submitted";
+    EXPECT_EQ(ring->enters(), enters) << "Reap entered the kernel";
+    io_uring_prep_nop(ring->Prep(&nop));
+    const uint64_t deadline = NowMs() + kWaitMsMax;
+    while (wal.durable_lsn() < wal.last_lsn() && NowMs() < deadline) {
+      ring->SubmitAndWait(100);
+      enters = ring->enters();
+      wal.Reap(NowMs());
+      EXPECT_EQ(ring->enters(), enters) << "Reap entered the kernel";
+    }
+    ASSERT_EQ(wal.durable_lsn(), wal.last_lsn());
+    EXPECT_EQ(nop.calls, 1);
+    EXPECT_EQ(nop.res, 0);
+    // A write left prepared at shutdown: ~Wal submits and waits for it.
+    log.AddRandom(wal, rng, 10, 100);
+    wal.Reap(NowMs());
+    EXPECT_FALSE(wal.idle());
+  }
+  EXPECT_EQ(ring->pending(), 0u);
+  EXPECT_TRUE(LogOnDiskIs(dir, log, 1));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, WalTest,
-                         ::testing::Values(IoBackendKind::kUring, IoBackendKind::kPortable),
-                         [](const ::testing::TestParamInfo<IoBackendKind>& info) {
-                           return std::string(info.param == IoBackendKind::kUring ? "Uring"
-                                                                                  : "Portable");
+                         ::testing::Values(WalMode::kUring, WalMode::kUringShared,
+                                           WalMode::kPortable),
+                         [](const ::testing::TestParamInfo<WalMode>& info) {
+                           return std::string(WalModeName(info.param));
                          });
 
 }  // namespace
