@@ -79,6 +79,22 @@ std::vector<Flag> Table(ServerFlags& f) {
       Num<uint32_t>("grpc-port", &f.grpc_port, 0, 65535, "gRPC port; 0 picks a free one (logged)"),
       Num<uint32_t>("http-port", &f.http_port, 0, 65535,
                     "HTTP port of /metrics, /healthz, /readyz; 0 picks a free one (logged)"),
+      Bool("rqp", &f.rqp, "serve RQP, the binary protocol (proto/PROTOCOL.md)"),
+      Num<uint32_t>("rqp-port", &f.rqp_port, 0, 65535, "RQP port; 0 picks a free one (logged)"),
+      Num<uint32_t>("rqp-connections-max", &f.rqp_connections_max, 1, 10'000'000,
+                    "RQP connections open at once; past it a new one gets ERROR UNAVAILABLE"),
+      Num<uint32_t>("rqp-inflight-max", &f.rqp_inflight_max, 16, 1'000'000,
+                    "RQP requests in flight per connection (open streams count)"),
+      Num<uint32_t>("rqp-frame-bytes-max", &f.rqp_frame_bytes_max, 64u << 10, 256u << 20,
+                    "largest RQP frame, both directions"),
+      Num<uint64_t>("rqp-send-queue-bytes-max", &f.rqp_send_queue_bytes_max, 64u << 10,
+                    1ull << 32,
+                    "unsent RQP output per connection past which it is not read until it drains"),
+      Num<uint32_t>("rqp-hello-timeout-ms", &f.rqp_hello_timeout_ms, 100, 600'000,
+                    "RQP connections that sent no HELLO by then are closed"),
+      Bool("io-sqpoll", &f.io_sqpoll,
+           "io_uring submission polling thread per shard (spins a core; measured off by "
+           "default)"),
       Num<uint32_t>("metrics-queue-labels-max", &f.metrics_queue_labels_max, 0, 100'000,
                     "queues with their own metrics label; later ones share queue=\"_other\""),
       Bool("metrics", &f.metrics,
@@ -215,6 +231,12 @@ ServerFlags ParseFlags(int argc, char** argv) {
     std::fprintf(stderr,
                  "ringqd: --wal-segment-bytes must exceed --payload-bytes-max and "
                  "--result-bytes-max by 1 MiB (one record never spans segments)\n");
+    std::exit(2);
+  }
+  if (flags.limits.payload_bytes_max + (256ull << 10) > flags.rqp_frame_bytes_max) {
+    std::fprintf(stderr,
+                 "ringqd: --rqp-frame-bytes-max must exceed --payload-bytes-max by 256 KiB "
+                 "(a delivery always fits one frame)\n");
     std::exit(2);
   }
   if (flags.limits.default_backoff_cap_ms < flags.limits.default_backoff_base_ms) {

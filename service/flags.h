@@ -13,6 +13,14 @@ struct ServerFlags {
   std::string host = "0.0.0.0";
   uint32_t grpc_port = 7420;
   uint32_t http_port = 7421;  // /metrics, /healthz, /readyz
+  bool rqp = true;
+  uint32_t rqp_port = 7422;  // RQP binary protocol
+  uint32_t rqp_connections_max = 16'384;
+  uint32_t rqp_inflight_max = 1'024;
+  uint32_t rqp_frame_bytes_max = 4u << 20;
+  uint64_t rqp_send_queue_bytes_max = 8u << 20;
+  uint32_t rqp_hello_timeout_ms = 10'000;
+  bool io_sqpoll = false;
   uint32_t metrics_queue_labels_max = 1'000;
   bool metrics = true;
   std::string data_dir = "./data";

@@ -26,9 +26,11 @@
 #include "service/http/server_metrics.h"
 #include "service/log.h"
 #include "service/metrics/registry.h"
+#include "service/rqp/server.h"
 #include "storage/recovery.h"
 #include "storage/store.h"
 #include "storage/wal_journal.h"
+#include "uring/ring.h"
 #include "uring/wal.h"
 
 namespace {
@@ -134,6 +136,25 @@ int main(int argc, char** argv) {
                    flags.sync_interval_ms, flags.sync_interval_ms);
   }
 
+  // With io_uring each shard has one ring for its WAL and its network I/O
+  // (uring/ring.h): one io_uring_enter per loop iteration carries both.
+  std::vector<std::unique_ptr<ringq::uring::Ring>> rings;
+  std::vector<ringq::uring::Ring*> ring_ptrs;
+  if (backend == ringq::uring::IoBackendKind::kUring) {
+    ringq::uring::RingOptions rio;
+    rio.sqpoll = flags.io_sqpoll;
+    for (uint32_t i = 0; i < flags.shards; ++i) {
+      std::string ring_why;
+      auto ring = ringq::uring::Ring::Create(rio, &ring_why);
+      if (!ring) {
+        ringq::LogLine("cannot set up the io_uring of shard %u: %s", i, ring_why.c_str());
+        return 1;
+      }
+      ring_ptrs.push_back(ring.get());
+      rings.push_back(std::move(ring));
+    }
+  }
+
   ringq::engine::SystemClock clock;
   ringq::engine::EngineOptions eo;
   eo.shards = flags.shards;
@@ -148,6 +169,7 @@ int main(int argc, char** argv) {
     wo.sync_interval_ms = flags.sync_interval_ms;
     wo.wal_bytes_max = flags.wal_bytes_max;
     wo.backend = backend;
+    wo.ring = ring_ptrs.empty() ? nullptr : ring_ptrs[shard];
     wo.group_commit = flags.group_commit;
     wo.archive = flags.wal_archive;
     ringq::storage::CheckpointOptions co;
@@ -171,7 +193,27 @@ int main(int argc, char** argv) {
   ringq::LogLine("recovered %llu jobs (%llu WAL records replayed) in %.3f s",
                  static_cast<unsigned long long>(live), static_cast<unsigned long long>(replayed),
                  recovery_s);
+  ringq::rqp::RqpOptions rqo;
+  rqo.enabled = flags.rqp;
+  rqo.host = flags.host;
+  rqo.port = static_cast<uint16_t>(flags.rqp_port);
+  rqo.connections_max = flags.rqp_connections_max;
+  rqo.inflight_max = flags.rqp_inflight_max;
+  rqo.frame_bytes_max = flags.rqp_frame_bytes_max;
+  rqo.send_queue_bytes_max = flags.rqp_send_queue_bytes_max;
+  rqo.hello_timeout_ms = flags.rqp_hello_timeout_ms;
+  ringq::rqp::RqpServer rqp_server(engine, rqo, ring_ptrs);
+  if (std::string rqp_why; !rqp_server.Start(&rqp_why)) {
+    ringq::LogLine("cannot serve RQP on %s:%u: %s", flags.host.c_str(), flags.rqp_port,
+                   rqp_why.c_str());
+    return 1;
+  }
+  registry.Add(&rqp_server);
   engine.Start();
+  if (flags.rqp) {
+    ringq::LogLine("RQP listening on %s:%u (%s, %u shards)", flags.host.c_str(), rqp_server.port(),
+                   rqp_server.backend(), flags.shards);
+  }
 
   ringq::grpcsvc::GrpcOptions go;
   go.host = flags.host;
@@ -180,6 +222,17 @@ int main(int argc, char** argv) {
   go.streams_max = flags.grpc_streams_max;
   ringq::grpcsvc::GrpcProbe grpc_probe;
   if (flags.metrics) go.probe = &grpc_probe;
+  if (flags.rqp) {
+    grpc_probe.SetRqpSource([&rqp_server] {
+      auto& n = rqp_server.counters();
+      ringq::grpcsvc::GrpcProbe::ProtocolFigures f;
+      f.bytes_in = n.bytes_in.load(std::memory_order_relaxed);
+      f.bytes_out = n.bytes_out.load(std::memory_order_relaxed);
+      f.connections = n.open.load(std::memory_order_relaxed);
+      f.credits = rqp_server.SubscribeCredits();
+      return f;
+    });
+  }
   ringq::grpcsvc::GrpcServer grpc_server(engine, go);
   // Declared after everything the collectors read: destroyed first, so no
   // scrape runs while they are torn down, on any return path.
@@ -202,6 +255,7 @@ int main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   ringq::LogLine("%s received: draining (grace %u ms)", strsignal(sig), flags.shutdown_grace_ms);
   http_server.SetReady(false);
+  rqp_server.Drain();
   grpc_server.Shutdown(flags.shutdown_grace_ms);
   engine.Stop();
   ringq::LogLine("stopped");

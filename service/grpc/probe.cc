@@ -103,24 +103,31 @@ void GrpcProbe::Collect(metrics::TextWriter& out) {
       out.Sample({{"service", service}, {"method", kRpcNames[m]}, {"code", kCodeNames[c]}}, n);
     }
   }
+  const ProtocolFigures rqp = rqp_source_ ? rqp_source_() : ProtocolFigures{};
   out.Family("ringq_bytes_received_total", Type::kCounter,
              "Message bytes received, by protocol (gRPC: serialized protobuf, without HTTP/2 "
-             "framing).");
+             "framing; RQP: whole frames).");
   out.Sample({{"protocol", "grpc"}}, cells_.Get(kBytesIn));
+  if (rqp_source_) out.Sample({{"protocol", "rqp"}}, rqp.bytes_in);
   out.Family("ringq_bytes_sent_total", Type::kCounter,
              "Message bytes sent, by protocol (gRPC: serialized protobuf, without HTTP/2 "
-             "framing).");
+             "framing; RQP: whole frames).");
   out.Sample({{"protocol", "grpc"}}, cells_.Get(kBytesOut));
+  if (rqp_source_) out.Sample({{"protocol", "rqp"}}, rqp.bytes_out);
   const int64_t connections = CountGrpcConnections();
-  if (connections >= 0) {
+  if (connections >= 0 || rqp_source_) {
     out.Family("ringq_connections", Type::kGauge, "Open client connections, by protocol.");
-    out.Sample({{"protocol", "grpc"}}, static_cast<uint64_t>(connections));
+    if (connections >= 0) out.Sample({{"protocol", "grpc"}}, static_cast<uint64_t>(connections));
+    if (rqp_source_) {
+      out.Sample({{"protocol", "rqp"}}, static_cast<uint64_t>(std::max<int64_t>(0, rqp.connections)));
+    }
   }
-  if (credits_source_) {
+  if (credits_source_ || rqp_source_) {
+    const int64_t credits = (credits_source_ ? credits_source_() : 0) + rqp.credits;
     out.Family("ringq_subscribe_credits", Type::kGauge,
-               "Credits workers granted on Subscribe streams that the server has not used yet "
-               "(how many more jobs it may push to them now).");
-    out.Sample(metrics::Labels{}, static_cast<uint64_t>(std::max<int64_t>(0, credits_source_())));
+               "Credits workers granted on Subscribe streams (gRPC and RQP) that the server has "
+               "not used yet (how many more jobs it may push to them now).");
+    out.Sample(metrics::Labels{}, static_cast<uint64_t>(std::max<int64_t>(0, credits)));
   }
 }
 

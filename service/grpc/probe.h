@@ -68,6 +68,17 @@ class GrpcProbe final : public metrics::Collector {
   // Live Subscribe credits (granted, not used), asked at scrape time.
   void SetCreditsSource(std::function<int64_t()> source) { credits_source_ = std::move(source); }
 
+  // The other protocol's figures (RQP), written into the same families
+  // (ringq_bytes_*_total, ringq_connections with protocol="rqp"; credits
+  // added to ringq_subscribe_credits). Asked at scrape time.
+  struct ProtocolFigures {
+    uint64_t bytes_in = 0;
+    uint64_t bytes_out = 0;
+    int64_t connections = 0;
+    int64_t credits = 0;
+  };
+  void SetRqpSource(std::function<ProtocolFigures()> source) { rqp_source_ = std::move(source); }
+
   void Collect(metrics::TextWriter& out) override;
 
   // ---- hot path, any thread ----
@@ -87,6 +98,7 @@ class GrpcProbe final : public metrics::Collector {
 
   metrics::SharedCounters<kBytesOut + 1> cells_;
   std::function<int64_t()> credits_source_;
+  std::function<ProtocolFigures()> rqp_source_;
 };
 
 // The answer side of a unary call: finishes its reactor and counts the call

@@ -86,7 +86,7 @@ class Server {
   }
 
   start() {
-    const argv = ['--host', '127.0.0.1', '--grpc-port', '0', '--data-dir', this.dataDir,
+    const argv = ['--host', '127.0.0.1', '--grpc-port', '0', '--rqp-port', '0', '--data-dir', this.dataDir,
       '--shards', '2', ...this.optionalFlags()];
     const log = fs.openSync(this.logPath, 'w');
     this.proc = spawn(this.binary, argv, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -94,7 +94,7 @@ class Server:
         self._log_thread = None
 
     def start(self):
-        argv = [self.binary, "--host", "127.0.0.1", "--grpc-port", "0",
+        argv = [self.binary, "--host", "127.0.0.1", "--grpc-port", "0", "--rqp-port", "0",
                 "--data-dir", self.data_dir, "--shards", "2"]
         argv += self._optional_flags()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -140,7 +140,7 @@ class Process:
 class Ringqd(Process):
     def __init__(self, binary, tmp):
         self.data_dir = os.path.join(tmp, "data")
-        super().__init__([binary, "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+        super().__init__([binary, "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--rqp-port", "0",
                           "--data-dir", self.data_dir, "--shards", "2",
                           "--shutdown-grace-ms", "4000"],
                          os.path.join(tmp, "ringqd.log"))
