@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target ringqd
+cmake --build --preset release --target ringqd ringq
 exec build/release/service/ringqd --data-dir=./data "$@"

@@ -5,10 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -22,6 +26,26 @@ int DecodeStatus(int status) {
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
 }
+
+// Whether `binary --help` lists --rqp-port (a server that predates RQP
+// refuses the flag). Asked once per binary.
+bool HasRqpPortFlag(const std::string& binary) {
+  static std::mutex mu;
+  static std::map<std::string, bool> cache;
+  std::lock_guard lock(mu);
+  if (auto it = cache.find(binary); it != cache.end()) return it->second;
+  std::string help;
+  if (FILE* p = popen(("'" + binary + "' --help 2>&1").c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) help.append(buf, n);
+    pclose(p);
+  }
+  return cache[binary] = help.find("--rqp-port") != std::string::npos;
+}
+
+// How long after "ready" the RQP line may still appear.
+constexpr int kRqpLineWaitMs = 1000;
 }  // namespace
 
 ServerProcess::ServerProcess(std::string binary, std::vector<std::string> extra_flags,
@@ -47,7 +71,11 @@ ServerProcess::~ServerProcess() {
 bool ServerProcess::Start(int timeout_ms) {
   std::vector<std::string> args = {binary_, "--host=127.0.0.1", "--grpc-port=0",
                                    "--http-port=0", "--data-dir=" + data_dir_};
+  // Before the test's flags, so that a test's own --rqp-port wins.
+  const bool rqp = HasRqpPortFlag(binary_);
+  if (rqp) args.push_back("--rqp-port=0");
   args.insert(args.end(), flags_.begin(), flags_.end());
+  rqp_port_ = 0;
   log_offset_ = Log().size();
   exit_status_ = -1;
   pid_ = fork();
@@ -80,11 +108,32 @@ bool ServerProcess::Start(int timeout_ms) {
       grpc_port_ = std::atoi(m[1].str().c_str());
       static const std::regex http_re("HTTP listening on [^:]+:([0-9]+)");
       if (std::regex_search(log, m, http_re)) http_port_ = std::atoi(m[1].str().c_str());
+      if (rqp && std::find(flags_.begin(), flags_.end(), "--rqp=false") == flags_.end()) {
+        ReadRqpPort();
+      }
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
+}
+
+// The RQP line may come before or after the gRPC one; ready is not tied to
+// it, so it gets a short moment of its own.
+void ServerProcess::ReadRqpPort() {
+  static const std::regex re("RQP listening on [^:]+:([0-9]+)");
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kRqpLineWaitMs);
+  for (;;) {
+    const std::string log = StartLog();
+    std::smatch m;
+    if (std::regex_search(log, m, re)) {
+      rqp_port_ = std::atoi(m[1].str().c_str());
+      return;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 int ServerProcess::Stop() {

@@ -1,6 +1,7 @@
 // ServerProcess: starts the real ringqd binary on 127.0.0.1 with free ports
-// (--grpc-port=0 --http-port=0) and a fresh data directory, reads the bound
-// ports from its log, and stops it (SIGTERM, or SIGKILL for crash tests). For tests only.
+// (--grpc-port=0 --http-port=0, and --rqp-port=0 when the binary has that
+// flag) and a fresh data directory, reads the bound ports from its log, and
+// stops it (SIGTERM, or SIGKILL for crash tests). For tests only.
 #pragma once
 
 #include <sys/types.h>
@@ -43,6 +44,10 @@ class ServerProcess {
   int grpc_port() const { return grpc_port_; }
   // The HTTP port (/metrics, /healthz, /readyz; started with --http-port=0).
   int http_port() const { return http_port_; }
+  // The RQP port, from the log line "RQP listening on HOST:PORT"; 0 when the
+  // server does not serve RQP (a binary without --rqp-port, or --rqp=false).
+  int rqp_port() const { return rqp_port_; }
+  std::string rqp_address() const { return "127.0.0.1:" + std::to_string(rqp_port_); }
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   const std::string& data_dir() const { return data_dir_; }
   // Everything the server wrote to stderr so far (its log).
@@ -51,6 +56,8 @@ class ServerProcess {
   std::string StartLog();
 
  private:
+  void ReadRqpPort();
+
   std::string binary_;
   std::vector<std::string> flags_;
   std::string data_dir_;
@@ -59,6 +66,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int rqp_port_ = 0;
   size_t log_offset_ = 0;  // where this start's lines begin in the log file
   std::vector<std::pair<std::string, std::string>> env_;
   int exit_status_ = -1;
