@@ -3,8 +3,9 @@
 // in as one more Driver without touching the scenarios.
 //
 // Threads: every method may be called from any thread, including from inside
-// a callback. A job's bytes (JobSeed) are copied before the call returns. Callbacks (sinks) run on the driver's own threads and must not
-// block; they may start new operations.
+// a callback. A job's bytes (JobSeed) are copied before the call returns.
+// Callbacks (sinks) run on the driver's own threads and must not block; they
+// may start new operations.
 //
 // Lifetime: a Connection outlives the pipes and subscriptions opened on it;
 // sinks outlive the operations that report to them. Every asynchronous
@@ -61,11 +62,14 @@ class DeliverySink {
  public:
   virtual ~DeliverySink() = default;
   // All the deliveries of one received message, stamped with the receive time
-  // (CLOCK_MONOTONIC ns). The subscription acks them after this returns.
+  // (CLOCK_MONOTONIC ns). Their acks are queued before this is called and
+  // sent once it returns, so a Close() after the sink saw a job sends its ack.
   virtual void OnDeliveries(std::span<const DeliveredJob> jobs, int64_t received_ns) = 0;
 };
 
-// A stream of pushes answered in order (gRPC PushStream; RQP: pipelined frames).
+// Many pushes in flight on one connection (gRPC: a PushStream, answered in
+// order; RQP: pipelined PUSH frames, answered in any order). Answers are
+// matched by tag either way.
 class PushPipe {
  public:
   virtual ~PushPipe() = default;
@@ -106,12 +110,14 @@ class Connection {
 class Driver {
  public:
   virtual ~Driver() = default;
-  virtual std::string name() const = 0;  // "grpc"
+  virtual std::string name() const = 0;  // "grpc", "rqp"
   // Connects (waits at most timeout_ms). Null with *error when it cannot.
   virtual std::unique_ptr<Connection> Connect(int timeout_ms, std::string* error) = 0;
 };
 
-// Factories, one per protocol. `target` is HOST:PORT.
+// Factories, one per protocol. `target` is HOST:PORT (the server's gRPC port,
+// resp. its RQP port).
 std::unique_ptr<Driver> NewGrpcDriver(const std::string& target);
+std::unique_ptr<Driver> NewRqpDriver(const std::string& target);  // rqp_driver.cc
 
 }  // namespace ringq::bench

@@ -3,13 +3,12 @@
 // Each Connection is its own channel with a local subchannel pool, so N
 // connections are N TCP connections (gRPC would otherwise share one).
 // Options are set explicitly (STYLE.md): message size limits, deadlines.
+#include <grpcpp/grpcpp.h>
 #include <time.h>
 
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-
-#include <grpcpp/grpcpp.h>
 
 #include "bench/driver.h"
 #include "ringq/v1/queue.grpc.pb.h"
@@ -181,8 +180,8 @@ class GrpcSubscription final
     : public Subscription,
       public grpc::ClientBidiReactor<v1::SubscribeRequest, v1::SubscribeResponse> {
  public:
-  GrpcSubscription(v1::Queue::Stub* stub, const std::vector<std::string>& queues,
-                   uint32_t credits, DeliverySink* sink)
+  GrpcSubscription(v1::Queue::Stub* stub, const std::vector<std::string>& queues, uint32_t credits,
+                   DeliverySink* sink)
       : sink_(sink) {
     stub->async()->Subscribe(&ctx_, this);
     auto* open = write_.mutable_open();
@@ -222,20 +221,29 @@ class GrpcSubscription final
     const int n = resp_.deliveries_size();
     if (n > 0) {
       const int64_t now = NowNs();
+      // Acks are queued before the sink sees the jobs: once the sink has
+      // counted a job, a Close() half-closes only after its ack went out (a
+      // dropped ack would release the job at the close, to be delivered again
+      // on another stream: a duplicate the ledger reports).
+      bool queued;
+      {
+        std::lock_guard lock(mu_);
+        queued = !writes_done_;
+        if (queued) {
+          for (const auto& d : resp_.deliveries()) {
+            auto* a = pending_.add_acks();
+            a->set_id(d.job().id());
+            a->set_lease_token(d.lease_token());
+          }
+        }
+      }
       jobs_.clear();
       for (const auto& d : resp_.deliveries()) {
         jobs_.push_back(DeliveredJob{d.job().id(), d.job().queue(), d.job().payload()});
       }
       sink_->OnDeliveries(jobs_, now);
       std::unique_lock lock(mu_);
-      if (!writes_done_) {
-        for (const auto& d : resp_.deliveries()) {
-          auto* a = pending_.add_acks();
-          a->set_id(d.job().id());
-          a->set_lease_token(d.lease_token());
-        }
-        if (!writing_) FlushLocked(lock);
-      }
+      if (queued && !writing_ && pending_.acks_size() > 0) FlushLocked(lock);
     }
     for (const auto& r : resp_.results()) {
       if (r.has_error() && r.error().code() != 0) {
@@ -313,8 +321,7 @@ struct UnaryBatch {
 };
 
 void SetDeadline(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(kUnaryDeadlineMs));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(kUnaryDeadlineMs));
 }
 
 class GrpcConnection final : public Connection {
@@ -348,10 +355,10 @@ class GrpcConnection final : public Connection {
     stub_->async()->PushBatch(&c->ctx, &c->req, &c->resp, [c, n, tag, sink](grpc::Status s) {
       c->outcomes.resize(n);
       if (!s.ok() || static_cast<size_t>(c->resp.results_size()) != n) {
-        const std::string e = s.ok() ? "PushBatch answered " +
-                                           std::to_string(c->resp.results_size()) +
-                                           " results for " + std::to_string(n) + " jobs"
-                                     : StatusText(s);
+        const std::string e = s.ok()
+                                  ? "PushBatch answered " + std::to_string(c->resp.results_size()) +
+                                        " results for " + std::to_string(n) + " jobs"
+                                  : StatusText(s);
         for (auto& o : c->outcomes) o.error = e;
       } else {
         for (size_t i = 0; i < n; ++i) c->outcomes[i] = FromResult(c->resp.results(i));
@@ -365,8 +372,8 @@ class GrpcConnection final : public Connection {
     return std::make_unique<GrpcPushPipe>(stub_.get(), sink);
   }
 
-  std::unique_ptr<Subscription> Subscribe(const std::vector<std::string>& queues,
-                                          uint32_t credits, DeliverySink* sink) override {
+  std::unique_ptr<Subscription> Subscribe(const std::vector<std::string>& queues, uint32_t credits,
+                                          DeliverySink* sink) override {
     return std::make_unique<GrpcSubscription>(stub_.get(), queues, credits, sink);
   }
 
@@ -386,8 +393,7 @@ class GrpcDriver final : public Driver {
     args.SetMaxReceiveMessageSize(kMessageBytesMax);
     args.SetMaxSendMessageSize(kMessageBytesMax);
     auto channel = grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args);
-    const auto deadline =
-        std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms);
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms);
     if (!channel->WaitForConnected(deadline)) {
       *error = "cannot connect to " + target_ + " within " + std::to_string(timeout_ms) + " ms";
       return nullptr;

@@ -42,6 +42,7 @@ struct Verdict {
   uint64_t pushed = 0, push_errors = 0, processed = 0;
   uint64_t duplicates = 0, missing = 0, corrupt = 0, id_mismatch = 0;
   uint64_t checksum_pushed = 0, checksum_processed = 0;
+  std::string first_duplicate;  // what the first duplicate delivery was, if any
   bool ok() const {
     return duplicates == 0 && missing == 0 && corrupt == 0 && id_mismatch == 0 &&
            processed == pushed && checksum_pushed == checksum_processed;
@@ -98,6 +99,11 @@ class Ledger final : public DeliverySink {
     std::lock_guard lock(mu_);
     return first_error_;
   }
+  // "seq S delivered again under id B (first under id A)", or empty.
+  std::string first_duplicate() const {
+    std::lock_guard lock(mu_);
+    return first_duplicate_;
+  }
 
   // Call once no push is in flight and the subscriptions are closed.
   Verdict Verify(uint64_t issued) const {
@@ -132,7 +138,12 @@ class Ledger final : public DeliverySink {
       return Corrupt();
     }
     if (seen_[h.seq].fetch_add(1, std::memory_order_relaxed) != 0) {
-      duplicates_.fetch_add(1, std::memory_order_relaxed);
+      if (duplicates_.fetch_add(1, std::memory_order_relaxed) == 0) {
+        std::lock_guard lock(mu_);
+        first_duplicate_ = "seq " + std::to_string(h.seq) + " delivered again under id " +
+                           std::to_string(j.id) + " (first under id " +
+                           std::to_string(delivered_ids_[h.seq].load()) + ")";
+      }
       return;
     }
     delivered_ids_[h.seq].store(j.id, std::memory_order_relaxed);
@@ -154,7 +165,7 @@ class Ledger final : public DeliverySink {
   std::atomic<uint64_t> checksum_pushed_{0}, checksum_processed_{0};
   std::atomic<int64_t> last_delivery_ns_{0};
   mutable std::mutex mu_;
-  std::string first_error_;
+  std::string first_error_, first_duplicate_;
 };
 
 }  // namespace ringq::bench

@@ -27,7 +27,8 @@ std::string HelpText(const std::string& binary) {
   std::string out;
   char buf[4096];
   size_t n;
-  while (out.size() < (64u << 10) && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  while (out.size() < (64u << 10) && (n = std::fread(buf, 1, sizeof buf, p)) > 0)
+    out.append(buf, n);
   pclose(p);
   return out;
 }
@@ -37,7 +38,7 @@ std::string HelpText(const std::string& binary) {
 ServerHandle::~ServerHandle() { Stop(10'000); }
 
 bool ServerHandle::Start(const std::string& binary, const std::vector<std::string>& args,
-                         int timeout_ms, std::string* error) {
+                         const std::vector<std::string>& env, int timeout_ms, std::string* error) {
   char tmpl[] = "/tmp/ringq-bench-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) {
     *error = "mkdtemp failed";
@@ -65,6 +66,11 @@ bool ServerHandle::Start(const std::string& binary, const std::vector<std::strin
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server never outlives the tool
     if (getppid() != parent) _exit(127);
+    for (const auto& kv : env) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) _exit(126);  // checked by the caller
+      setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+    }
     FILE* log = std::fopen(log_path_.c_str(), "w");
     if (log) dup2(fileno(log), STDERR_FILENO);
     FILE* null = std::fopen("/dev/null", "w");
@@ -94,6 +100,7 @@ bool ServerHandle::Start(const std::string& binary, const std::vector<std::strin
     std::smatch m;
     if (std::regex_search(log, m, re) && log.find("ringqd: ready") != std::string::npos) {
       target_ = "127.0.0.1:" + m[2].str();
+      rqp_target_ = RqpTargetFromLog();  // logged before "ready" when RQP is served
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -104,18 +111,31 @@ bool ServerHandle::Start(const std::string& binary, const std::vector<std::strin
   return false;
 }
 
-void ServerHandle::Attach(std::string target, pid_t pid, std::string log_path) {
+void ServerHandle::Attach(std::string target, std::string rqp_target, pid_t pid,
+                          std::string log_path) {
   target_ = std::move(target);
   pid_ = pid;
   log_path_ = std::move(log_path);
   child_ = false;
+  rqp_target_ = rqp_target.empty() ? RqpTargetFromLog() : std::move(rqp_target);
+}
+
+std::string ServerHandle::RqpTargetFromLog() const {
+  static const std::regex re("RQP listening on ([^ \n]+):([0-9]+)");
+  const std::string log = Log();
+  std::smatch m;
+  if (!std::regex_search(log, m, re)) return "";
+  // The server listens where it says; 0.0.0.0 / :: are reached on loopback.
+  std::string host = m[1].str();
+  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  if (host == "::" || host == "[::]") host = "[::1]";
+  return host + ":" + m[2].str();
 }
 
 void ServerHandle::Stop(int timeout_ms) {
   if (child_ && pid_ > 0) {
     kill(pid_, SIGTERM);
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     int status = 0;
     bool gone = false;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -171,6 +191,11 @@ std::string ServerHandle::Durability() const {
 std::string ServerHandle::IoBackend() const {
   const std::string b = LogField("I/O backend:");
   return b.empty() ? "unknown" : b;
+}
+
+std::string ServerHandle::IoBackendName() const {
+  const std::string b = IoBackend();
+  return b.substr(0, b.find(' '));
 }
 
 std::string ServerHandle::Version() const {

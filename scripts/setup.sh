@@ -12,6 +12,7 @@ PACKAGES=(
   python3-grpcio python3-protobuf nodejs npm
   prometheus  # prometheus + promtool: tests/observability scrapes ringqd with the real thing
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for the fuzz tests (tests/fuzz)
+  strace  # bench/syscalls.sh counts the server's system calls per job (bench_syscalls_tiny)
 )
 
 missing=()
