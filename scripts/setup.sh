@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  liburing-dev librocksdb-dev libgtest-dev libgmock-dev libbenchmark-dev libcivetweb-dev
+  liburing-dev librocksdb-dev libjemalloc-dev libgtest-dev libgmock-dev libbenchmark-dev libcivetweb-dev
   python3-grpcio python3-protobuf nodejs npm
   prometheus  # prometheus + promtool: tests/observability scrapes ringqd with the real thing
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for the fuzz tests (tests/fuzz)

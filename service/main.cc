@@ -16,6 +16,7 @@
 #include <chrono>
 #include <memory>
 
+#include "service/engine/allocator.h"
 #include "service/engine/engine.h"
 #include "service/engine/engine_metrics.h"
 #include "service/engine/journal_probe.h"
@@ -126,6 +127,7 @@ int main(int argc, char** argv) {
   const auto durability = flags.durability == "batch" ? ringq::uring::Durability::kBatch
                                                       : ringq::uring::Durability::kSync;
   ringq::LogLine("I/O backend: %s (%s)", ringq::uring::IoBackendName(backend), why.c_str());
+  ringq::LogLine("allocator: %s", ringq::engine::AllocatorName().c_str());
   server_metrics.SetIoBackend(ringq::uring::IoBackendName(backend));
   server_metrics.SetDurability(flags.durability);
   if (durability == ringq::uring::Durability::kSync) {

@@ -1,6 +1,5 @@
 #include "service/rqp/server.h"
 
-#include <malloc.h>
 #include <poll.h>
 
 #include <cerrno>
@@ -10,6 +9,7 @@
 #include <unordered_set>
 
 #include "service/api/subscription.h"
+#include "service/engine/allocator.h"
 #include "service/log.h"
 #include "uring/net/loop.h"
 #include "uring/ring.h"
@@ -387,7 +387,7 @@ class ShardNet final : public engine::ShardIo, public uring::net::Handler {
     conns_.rehash(0);
     hello_deadlines_.shrink_to_fit();
     closed_since_trim_ = 0;
-    malloc_trim(0);
+    engine::ReturnFreeMemory();
   }
 
   void CheckHelloTimeouts() {

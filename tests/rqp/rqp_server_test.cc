@@ -736,6 +736,17 @@ TEST_F(RqpServerTest, NonReadingSubscriberIsBounded) {
   EXPECT_EQ(got.size(), 400u);
 }
 
+// Goal: ringqd built with RINGQ_JEMALLOC runs on jemalloc (it is what the
+// hot path's allocation cost and the benchmarks assume) and says so at start.
+TEST_F(RqpServerTest, StartupLogNamesTheAllocator) {
+  const std::string log = server_->StartLog();
+#if RINGQ_JEMALLOC
+  EXPECT_NE(log.find("allocator: jemalloc 5."), std::string::npos) << log;
+#else
+  EXPECT_NE(log.find("allocator: glibc"), std::string::npos) << log;
+#endif
+}
+
 // Goal: 10,000 idle connections (sources spread over 127.0.0.0/8) are held;
 // the server serves others meanwhile; once they close, its connection count
 // and memory return to baseline.
