@@ -51,6 +51,8 @@
 #include <string>
 #include <string_view>
 
+#include "proto/status_code.h"
+
 namespace ringq::uring::rqp {
 
 // ---- Wire constants (PROTOCOL.md, "Limits") ----
@@ -79,7 +81,6 @@ inline constexpr size_t kTokenBytesMax = 4096;
 inline constexpr size_t kPingBytesMax = 64;
 inline constexpr size_t kStatusFixedBytes = 4;
 inline constexpr size_t kStatusMessageBytesMax = 4096;
-inline constexpr uint32_t kStatusCodeMax = 16;  // gRPC codes are 0..16
 
 // After a frame larger than this, the decoder frees its body buffer, so an
 // idle connection's memory returns to baseline.
@@ -158,25 +159,8 @@ bool IsKnownKind(uint8_t kind);
 const char* KindName(uint8_t kind);
 
 // gRPC status codes, by value (carried in ERROR, GOAWAY, SUBSCRIBE_END).
-enum class StatusCode : uint32_t {
-  kOk = 0,
-  kCancelled = 1,
-  kUnknown = 2,
-  kInvalidArgument = 3,
-  kDeadlineExceeded = 4,
-  kNotFound = 5,
-  kAlreadyExists = 6,
-  kPermissionDenied = 7,
-  kResourceExhausted = 8,
-  kFailedPrecondition = 9,
-  kAborted = 10,
-  kOutOfRange = 11,
-  kUnimplemented = 12,
-  kInternal = 13,
-  kUnavailable = 14,
-  kDataLoss = 15,
-  kUnauthenticated = 16,
-};
+using ::ringq::kStatusCodeMax;
+using ::ringq::StatusCode;
 
 // ---- Errors ----
 

@@ -15,28 +15,12 @@
 #include <string>
 #include <string_view>
 
+#include "proto/status_code.h"
+
 namespace ringq::client {
 
-enum class StatusCode : uint32_t {
-  kOk = 0,
-  kCancelled = 1,
-  kUnknown = 2,
-  kInvalidArgument = 3,
-  kDeadlineExceeded = 4,
-  kNotFound = 5,
-  kAlreadyExists = 6,
-  kPermissionDenied = 7,
-  kResourceExhausted = 8,
-  kFailedPrecondition = 9,
-  kAborted = 10,
-  kOutOfRange = 11,
-  kUnimplemented = 12,
-  kInternal = 13,
-  kUnavailable = 14,
-  kDataLoss = 15,
-  kUnauthenticated = 16,
-};
-inline constexpr uint32_t kStatusCodeMax = 16;
+using ::ringq::kStatusCodeMax;
+using ::ringq::StatusCode;
 
 // "OK", "NOT_FOUND", ... as gRPC spells them; "CODE_<n>" past 16.
 const char* StatusCodeName(StatusCode code);

@@ -56,14 +56,9 @@ class EpollLoop final : public internal::LoopCore<EpollLoop, Slot> {
   }
 
   bool Listen(std::string* why) override {
-    if (listen_fd_ >= 0 || stopping_) {
-      *why = "already listening, or stopped";
+    if (!internal::OpenListener(options_, stopping_, &listen_fd_, &port_, &stats_, why)) {
       return false;
     }
-    listen_fd_ = internal::ListenSocket(options_, &port_, why);
-    if (listen_fd_ < 0) return false;
-    stats_.syscalls +=
-        options_.reuseport ? 6 : 5;  // socket, setsockopt(s), bind, listen, getsockname
     Ctl(EPOLL_CTL_ADD, listen_fd_, EPOLLIN, kTagListen);
     return true;
   }

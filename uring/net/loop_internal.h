@@ -212,6 +212,21 @@ inline int ListenSocket(const LoopOptions& options, uint16_t* port, std::string*
   return fd;
 }
 
+// The common part of Loop::Listen: opens *listen_fd (counting its system
+// calls in stats) unless the loop already listens or is stopping.
+inline bool OpenListener(const LoopOptions& options, bool stopping, int* listen_fd, uint16_t* port,
+                         LoopStats* stats, std::string* why) {
+  if (*listen_fd >= 0 || stopping) {
+    *why = "already listening, or stopped";
+    return false;
+  }
+  *listen_fd = ListenSocket(options, port, why);
+  if (*listen_fd < 0) return false;
+  // socket, setsockopt(s), bind, listen, getsockname
+  stats->syscalls += options.reuseport ? 6 : 5;
+  return true;
+}
+
 // Per accepted socket (already nonblocking and close-on-exec from accept4 /
 // the accept SQE's flags): no Nagle delay for small replies. False on error.
 inline bool ConfigureAccepted(int fd) {
