@@ -1,8 +1,11 @@
 #include "storage/job_codec.h"
 
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "service/engine/scheduler.h"
 
 namespace ringq::storage {
 
@@ -274,15 +277,16 @@ bool DecodeRecordPayload(uint8_t type, std::string_view payload, DecodedRecord* 
 }
 
 std::string IdKey(uint64_t id) {
-  std::string k(8, '\0');
-  for (int i = 0; i < 8; ++i) k[i] = static_cast<char>(id >> (56 - 8 * i));
-  return k;
+  const uint64_t k = std::rotr(id, engine::kShardBits);
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(k >> (56 - 8 * i));
+  return out;
 }
 
 uint64_t IdFromKey(std::string_view key) {
-  uint64_t id = 0;
-  for (size_t i = 0; i < 8 && i < key.size(); ++i) id = (id << 8) | static_cast<uint8_t>(key[i]);
-  return id;
+  uint64_t k = 0;
+  for (size_t i = 0; i < 8 && i < key.size(); ++i) k = (k << 8) | static_cast<uint8_t>(key[i]);
+  return std::rotl(k, engine::kShardBits);
 }
 
 std::string DeadKey(std::string_view queue, uint64_t id) {

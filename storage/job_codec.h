@@ -51,8 +51,12 @@ struct DecodedRecord {
 
 [[nodiscard]] bool DecodeRecordPayload(uint8_t type, std::string_view payload, DecodedRecord* out);
 
-// RocksDB keys: job ids big-endian (scans in id order); dead index
-// queue + '\0' + id.
+// RocksDB keys: the job id rotated right by engine::kShardBits, big-endian,
+// so the shard (the id's low bits) comes first: a scan yields each shard's
+// jobs as one run in id order (recovery needs that), and a checkpoint, which
+// writes one shard's jobs in id order, appends to the memtable instead of
+// weaving between the other shards' keys (bench/RESULTS.md). Dead index:
+// queue + '\0' + IdKey(id).
 std::string IdKey(uint64_t id);
 uint64_t IdFromKey(std::string_view key);
 std::string DeadKey(std::string_view queue, uint64_t id);
