@@ -652,7 +652,9 @@ TEST_F(RqpServerTest, SubscribeWithCreditsAndAcks) {
     }
     // Never more deliveries un-acked than credits: we ack each event at once.
     EXPECT_LE(ev.deliveries_size(), 5);
-    if (update.acks_size() > 0) ASSERT_TRUE(c->Send(Msg(fr::Kind::kSubscribeUpdate, 100, update)));
+    if (update.acks_size() > 0) {
+      ASSERT_TRUE(c->Send(Msg(fr::Kind::kSubscribeUpdate, 100, update)));
+    }
   }
   EXPECT_EQ(leased.size(), 12u);
   EXPECT_EQ(acked_results, 12);
@@ -736,6 +738,50 @@ TEST_F(RqpServerTest, NonReadingSubscriberIsBounded) {
   EXPECT_EQ(got.size(), 400u);
 }
 
+// Goal: where io_uring cannot be set up (here: seccomp makes io_uring_setup
+// fail, as an old kernel, kernel.io_uring_disabled or a container's profile
+// would), ringqd chooses the epoll backend by itself, says why, and serves
+// RQP and its WAL on it.
+TEST_F(RqpServerTest, FallsBackToEpollWhereIoUringCannotBeSetUp) {
+  server_->Stop();
+  server_ = std::make_unique<testing::ServerProcess>(
+      RINGQD_PATH, std::vector<std::string>{"--shards=2", "--rqp-port=0"});
+  server_->DenyIoUring();
+  ASSERT_TRUE(server_->Start()) << server_->Log();
+  const std::string log = server_->StartLog();
+  EXPECT_NE(log.find("I/O backend: epoll (io_uring_setup failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("(epoll, 2 shards)"), std::string::npos) << log;
+  port_ = RqpPort(*server_);
+  ASSERT_GT(port_, 0) << log;
+  auto c = Connect();
+  Got g;
+  for (uint32_t i = 1; i <= 100; ++i) ASSERT_TRUE(c->Send(PushFrame(i, "fallback", "x")));
+  for (uint32_t i = 1; i <= 100; ++i) {
+    ASSERT_TRUE(c->ReadAnswer(i, &g));
+    ASSERT_EQ(g.kind, fr::KindByte(fr::Kind::kPushResponse)) << g.message();
+  }
+  // Durable on the portable WAL: the jobs are there after a restart.
+  c.reset();
+  ASSERT_EQ(server_->Stop(), 0) << server_->Log();
+  ASSERT_TRUE(server_->Start()) << server_->Log();
+  EXPECT_NE(server_->StartLog().find("recovered 100 jobs"), std::string::npos) << server_->Log();
+}
+
+// Goal: RINGQ_IO=uring where io_uring cannot be set up is a clear refusal to
+// start, not a silent fallback.
+TEST_F(RqpServerTest, ForcedIoUringWhereItCannotBeSetUpRefusesToStart) {
+  server_->Stop();
+  server_ = std::make_unique<testing::ServerProcess>(
+      RINGQD_PATH, std::vector<std::string>{"--shards=2", "--rqp-port=0"});
+  server_->DenyIoUring();
+  server_->SetEnv("RINGQ_IO", "uring");
+  EXPECT_FALSE(server_->Start(5'000));
+  EXPECT_EQ(server_->exit_status(), 1);
+  EXPECT_NE(server_->Log().find("RINGQ_IO=uring but io_uring cannot be set up here"),
+            std::string::npos)
+      << server_->Log();
+}
+
 // Goal: ringqd built with RINGQ_JEMALLOC runs on jemalloc (it is what the
 // hot path's allocation cost and the benchmarks assume) and says so at start.
 TEST_F(RqpServerTest, StartupLogNamesTheAllocator) {
@@ -774,7 +820,9 @@ TEST_F(RqpServerTest, TenThousandIdleConnections) {
     std::snprintf(src, sizeof src, "127.0.%d.%d", 1 + i / 250, 1 + i % 250);
     auto c = std::make_unique<Raw>(port_, src);
     ASSERT_TRUE(c->connected()) << i << ": " << std::strerror(errno);
-    if (i % 2 == 0) ASSERT_TRUE(c->Send(Hello()));  // half say hello, half say nothing
+    if (i % 2 == 0) {  // half say hello, half say nothing
+      ASSERT_TRUE(c->Send(Hello()));
+    }
     idle.push_back(std::move(c));
   }
   ExpectHealthy();

@@ -1,12 +1,18 @@
 #include "tests/support/server_process.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -25,6 +31,31 @@ int DecodeStatus(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+// In a forked child before exec: io_uring_setup(2) fails with ENOSYS from now
+// on, in this process and what it execs (seccomp keeps across execve under
+// no_new_privs). False when the filter cannot be installed.
+bool InstallNoIoUringFilter() {
+#if defined(__x86_64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
+#else
+  return false;
+#endif
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
 // Whether `binary --help` lists --rqp-port (a server that predates RQP
@@ -82,9 +113,14 @@ bool ServerProcess::Start(int timeout_ms) {
   if (pid_ == 0) {
     // A test killed mid-run must not leave its server behind.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (deny_io_uring_) unsetenv("RINGQ_IO");
     for (const auto& [name, value] : env_) setenv(name.c_str(), value.c_str(), 1);
     FILE* log = std::fopen(log_path_.c_str(), "a");
     if (log) dup2(fileno(log), STDERR_FILENO);
+    if (deny_io_uring_ && !InstallNoIoUringFilter()) {
+      std::fprintf(stderr, "test harness: cannot install the no-io_uring seccomp filter\n");
+      _exit(126);
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -29,6 +29,10 @@ class ServerProcess {
   // Sets an environment variable for the server started by the next Start
   // (for example RINGQ_CRASH_POINT); the test's own environment is inherited.
   void SetEnv(std::string name, std::string value);
+  // Starts the next server as on a kernel without io_uring: a seccomp filter
+  // makes io_uring_setup(2) fail with ENOSYS, and RINGQ_IO is removed from its
+  // environment (SetEnv may put it back) so that the server chooses.
+  void DenyIoUring() { deny_io_uring_ = true; }
   // Where the server's log goes (default: <data_dir>.log). Call before Start.
   void SetLogPath(std::string path) { log_path_ = std::move(path); }
   // Waits at most timeout_ms for the server to exit by itself (a crash point,
@@ -68,6 +72,7 @@ class ServerProcess {
   int http_port_ = 0;
   int rqp_port_ = 0;
   size_t log_offset_ = 0;  // where this start's lines begin in the log file
+  bool deny_io_uring_ = false;
   std::vector<std::pair<std::string, std::string>> env_;
   int exit_status_ = -1;
 };
