@@ -53,6 +53,8 @@ void Window::WriteTo(Store& store, uint32_t shard, rocksdb::WriteBatch* b) {
   // previous one in O(1) (its sequential splice) and a random one in
   // O(log n) key compares. In hash order the memtable inserts were 38 % of
   // the server's instructions under a backlog of pushes (bench/RESULTS.md).
+  // A window holds one shard's jobs, whose id order is their key order
+  // (job_codec.h).
   std::vector<std::pair<uint64_t, const Entry*>> sorted;
   sorted.reserve(entries_.size());
   for (const auto& [id, e] : entries_) sorted.emplace_back(id, &e);
