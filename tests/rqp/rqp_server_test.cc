@@ -843,7 +843,13 @@ TEST_F(RqpServerTest, TenThousandIdleConnections) {
   std::printf("RSS kB: baseline %llu, with 10,000 idle connections %llu, after %llu\n",
               static_cast<unsigned long long>(base), static_cast<unsigned long long>(loaded),
               static_cast<unsigned long long>(after));
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's allocator keeps freed memory in quarantine and ignores trims:
+  // RSS says nothing about the server's own memory in this build.
+  std::printf("RSS bound not checked under AddressSanitizer\n");
+#else
   EXPECT_LT(after, base + kSlackKb) << "memory did not return to baseline";
+#endif
 }
 
 // Goal: connections past --rqp-connections-max get ERROR UNAVAILABLE and a close.
