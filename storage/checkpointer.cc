@@ -1,5 +1,7 @@
 #include "storage/checkpointer.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +27,11 @@ Checkpointer::Checkpointer(Store& store, uint32_t shard, uint64_t applied_lsn,
 Checkpointer::~Checkpointer() { Stop(); }
 
 void Checkpointer::Start() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    const std::string name = "checkpoint-" + std::to_string(shard_);  // top -H, gdb
+    pthread_setname_np(pthread_self(), name.c_str());
+    Run();
+  });
 }
 
 void Checkpointer::Stop() {

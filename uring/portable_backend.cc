@@ -1,5 +1,6 @@
 // SyncBackend without io_uring: pwrite + fdatasync on one I/O thread, with the
 // same contract and the same fail-stop rules. Completion signals an eventfd.
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -29,7 +30,10 @@ class PortableBackend final : public SyncBackend {
   PortableBackend() {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (efd_ < 0) Fatal("eventfd", errno);
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "wal-sync");  // top -H, gdb
+      Run();
+    });
   }
 
   ~PortableBackend() override {
