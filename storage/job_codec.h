@@ -57,6 +57,9 @@ struct DecodedRecord {
 // writes one shard's jobs in id order, appends to the memtable instead of
 // weaving between the other shards' keys (bench/RESULTS.md). Dead index:
 // queue + '\0' + IdKey(id).
+// Layout 1 (ids big-endian, shard last) was never released; layout 2 is this
+// one. The store records it (Store::KeyLayout) and recovery refuses another.
+inline constexpr uint32_t kJobKeyLayout = 2;
 std::string IdKey(uint64_t id);
 uint64_t IdFromKey(std::string_view key);
 std::string DeadKey(std::string_view queue, uint64_t id);

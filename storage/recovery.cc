@@ -259,6 +259,26 @@ engine::Result<RecoveryResult> Recover(Store& store, const RecoveryOptions& o) {
   if (stored == 0) {
     if (auto s = store.SetStoredShards(o.shards); !s.ok()) return s;
   }
+  // Job keys must be read as they were written. A store without a recorded
+  // layout is new, or from before layouts were recorded (layout 1): without
+  // jobs there is nothing to misread, so it is stamped; with jobs it is
+  // refused, not misread (there is no migration: layout 1 was never released).
+  const uint32_t layout = store.KeyLayout();
+  if (layout == 0 && store.HasJobs()) {
+    return engine::FailedPrecondition(
+        "the data directory holds jobs stored with an older key layout (1: job ids in id "
+        "order); this ringqd reads layout " +
+        std::to_string(kJobKeyLayout) +
+        " only and does not migrate: start it with an empty --data-dir");
+  }
+  if (layout != 0 && layout != kJobKeyLayout) {
+    return engine::FailedPrecondition("the data directory was written with job key layout " +
+                                      std::to_string(layout) + " by a newer ringqd; this one reads " +
+                                      std::to_string(kJobKeyLayout));
+  }
+  if (layout == 0) {
+    if (auto s = store.SetKeyLayout(kJobKeyLayout); !s.ok()) return s;
+  }
   RecoveryResult result;
   result.shards.resize(o.shards);
   const auto t0 = std::chrono::steady_clock::now();

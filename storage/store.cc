@@ -101,9 +101,9 @@ uint64_t Store::AppliedLsn(uint32_t shard) const {
   return lsn;
 }
 
-uint32_t Store::StoredShards() const {
+uint32_t Store::MetaU32(const char* key) const {
   std::string v;
-  if (!db_->Get(rocksdb::ReadOptions(), handles_[kMeta], "shards", &v).ok() || v.size() != 4) {
+  if (!db_->Get(rocksdb::ReadOptions(), handles_[kMeta], key, &v).ok() || v.size() != 4) {
     return 0;
   }
   uint32_t n;
@@ -111,11 +111,22 @@ uint32_t Store::StoredShards() const {
   return n;
 }
 
-engine::Status Store::SetStoredShards(uint32_t shards) {
+engine::Status Store::SetMetaU32(const char* key, uint32_t value) {
   rocksdb::WriteBatch b;
-  b.Put(handles_[kMeta], "shards", std::string(reinterpret_cast<char*>(&shards), 4));
+  b.Put(handles_[kMeta], key, std::string(reinterpret_cast<char*>(&value), 4));
   if (auto s = Write(&b); !s.ok()) return s;
   return Flush();
+}
+
+uint32_t Store::StoredShards() const { return MetaU32("shards"); }
+engine::Status Store::SetStoredShards(uint32_t shards) { return SetMetaU32("shards", shards); }
+uint32_t Store::KeyLayout() const { return MetaU32("key_layout"); }
+engine::Status Store::SetKeyLayout(uint32_t layout) { return SetMetaU32("key_layout", layout); }
+
+bool Store::HasJobs() const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[kJobs]));
+  it->SeekToFirst();
+  return it->Valid();
 }
 
 engine::Status Store::ForEachJob(const std::function<void(engine::Job&&)>& fn) const {

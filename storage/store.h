@@ -53,6 +53,13 @@ class Store {
   // 0 when the store is new.
   uint32_t StoredShards() const;
   engine::Status SetStoredShards(uint32_t shards);
+  // The layout of job keys the store was written with (job_codec.h,
+  // kJobKeyLayout); 0 when unrecorded (a new store, or one written before
+  // layouts were recorded).
+  uint32_t KeyLayout() const;
+  engine::Status SetKeyLayout(uint32_t layout);
+  // Whether any job is stored (jobs column family not empty).
+  bool HasJobs() const;
 
   // Every stored job (spec + state + result), in id order.
   engine::Status ForEachJob(const std::function<void(engine::Job&&)>& fn) const;
@@ -61,6 +68,8 @@ class Store {
 
  private:
   Store() = default;
+  uint32_t MetaU32(const char* key) const;  // 0 when absent
+  engine::Status SetMetaU32(const char* key, uint32_t value);
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
 };
