@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -209,31 +210,23 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       return false;
     }
   }
-  for (auto& s : o->scenarios) {
-    if (s != "push" && s != "process" && s != "steady" && s != "latency") {
-      std::fprintf(stderr, "ringq-bench: unknown scenario '%s'\n", s.c_str());
-      return false;
+  // Every listed value must be one of `allowed`; `what` names the flag.
+  auto only = [](const std::vector<std::string>& values, std::initializer_list<const char*> allowed,
+                 const char* what, const char* hint) {
+    for (const auto& v : values) {
+      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return v == a; })) {
+        std::fprintf(stderr, "ringq-bench: unknown %s '%s' (%s)\n", what, v.c_str(), hint);
+        return false;
+      }
     }
-  }
-  for (auto& a : o->push_apis) {
-    if (a != "unary" && a != "pipelined" && a != "batch") {
-      std::fprintf(stderr, "ringq-bench: unknown push api '%s' (unary,pipelined,batch)\n",
-                   a.c_str());
-      return false;
-    }
-  }
-  for (auto& p : o->protocols) {
-    if (p != "grpc" && p != "rqp") {
-      std::fprintf(stderr, "ringq-bench: unknown protocol '%s' (grpc, rqp, both)\n", p.c_str());
-      return false;
-    }
-  }
-  for (auto& io : o->ios) {
-    if (io != "default" && io != "uring" && io != "epoll") {
-      std::fprintf(stderr, "ringq-bench: unknown --io '%s' (default, uring, epoll, both)\n",
-                   io.c_str());
-      return false;
-    }
+    return true;
+  };
+  if (!only(o->scenarios, {"push", "process", "steady", "latency"}, "scenario",
+            "push, process, steady, latency") ||
+      !only(o->push_apis, {"unary", "pipelined", "batch"}, "push api", "unary, pipelined, batch") ||
+      !only(o->protocols, {"grpc", "rqp"}, "protocol", "grpc, rqp, both") ||
+      !only(o->ios, {"default", "uring", "epoll"}, "--io", "default, uring, epoll, both")) {
+    return false;
   }
   if (o->ios.empty() || (!o->target.empty() && (o->ios.size() != 1 || o->ios[0] != "default"))) {
     std::fprintf(stderr,

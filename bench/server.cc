@@ -132,23 +132,22 @@ std::string ServerHandle::RqpTargetFromLog() const {
   return host + ":" + m[2].str();
 }
 
+bool SignalAndReap(pid_t pid, int sig, int timeout_ms) {
+  kill(pid, sig);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return false;
+}
+
 void ServerHandle::Stop(int timeout_ms) {
   if (child_ && pid_ > 0) {
-    kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    int status = 0;
-    bool gone = false;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        gone = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!gone) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
+    SignalAndReap(pid_, SIGTERM, timeout_ms);
     pid_ = 0;
     child_ = false;
     g_server_child_pid = 0;

@@ -66,4 +66,8 @@ class ServerHandle {
 // For the signal handler of the tool: the child to kill if the tool is interrupted.
 extern volatile pid_t g_server_child_pid;
 
+// Sends `sig` to the child `pid`, waits at most timeout_ms for it to exit,
+// else SIGKILLs it; reaps it either way. True when it exited by itself in time.
+bool SignalAndReap(pid_t pid, int sig, int timeout_ms);
+
 }  // namespace ringq::bench

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/server.h"
+
 namespace ringq::bench {
 
 volatile pid_t g_strace_child_pid = 0;
@@ -117,21 +119,8 @@ std::optional<SyscallCounts> SyscallCount::Stop(std::string* error) {
     *error = "strace is not running";
     return std::nullopt;
   }
-  kill(strace_pid_, SIGINT);  // detach, write the summary
-  int status = 0;
-  bool exited = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (waitpid(strace_pid_, &status, WNOHANG) == strace_pid_) {
-      exited = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  if (!exited) {
-    kill(strace_pid_, SIGKILL);
-    waitpid(strace_pid_, &status, 0);
-  }
+  // SIGINT: strace detaches and writes the summary.
+  const bool exited = SignalAndReap(strace_pid_, SIGINT, 10'000);
   strace_pid_ = 0;
   g_strace_child_pid = 0;
   const std::string summary = ReadFile(out_path_);
